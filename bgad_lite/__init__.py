@@ -1,0 +1,24 @@
+"""bgad-lite: BGAD (Yao et al., CVPR 2023) as a small library you can read and run.
+
+One module per idea: ``features`` (frozen CNN fibers), ``flow`` (conditional
+normalizing flow, positional encoding, log-likelihood), ``boundary`` (b_n, b_a),
+``losses`` (ML, BG-SPP), ``train``, ``scoring``, ``metrics``, ``data``,
+``synth`` (embedded textures, CutPaste), ``plots``, ``widgets``, ``pipeline``.
+"""
+
+from .boundary import compute_boundaries
+from .config import BGADConfig, BGADError
+from .flow import build_flow, log_likelihood, positional_encoding_2d
+from .losses import bg_spp_loss, focal_weights, ml_loss, naive_push_loss
+
+__version__ = "0.1.0"
+
+__all__ = ["BGADConfig", "BGADError", "bg_spp_loss", "build_flow", "compute_boundaries", "focal_weights",
+           "log_likelihood", "ml_loss", "naive_push_loss", "positional_encoding_2d", "run", "__version__"]
+
+
+def run(config: BGADConfig | None = None, progress: bool = True) -> dict:
+    """The whole pipeline (what ``bgad-lite run`` calls); see :func:`bgad_lite.pipeline.run`."""
+    from .pipeline import run as _run
+
+    return _run(config, progress=progress)

@@ -1,0 +1,35 @@
+"""Step 3 — the explicit boundary, defined by the normal data alone.
+
+With l = logp / N (N: the normalizer, 10), sort the log-likelihoods of the
+N_normal normal fibers in ascending order and take
+
+    b_n = l_(⌊β·N_normal⌋)      (the β-quantile: a fraction β of normals lie below)
+    b_a = b_n − τ               (the anomaly boundary, a margin τ below)
+
+Only normals decide where the boundary lies; the few anomalies never move it.
+That is what keeps BGAD from being biased towards the anomaly types it saw.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import BGADError
+
+
+def compute_boundaries(logp: torch.Tensor, is_anomaly: torch.Tensor, beta: float, tau: float,
+                       normalizer: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b_n, b_a) from the normal entries of ``logp`` (per-dimension log-likelihoods).
+
+    logp (M,), is_anomaly (M,) bool -> two scalar tensors (detached).
+    """
+    if not 0.0 < beta < 1.0:
+        raise BGADError(f"beta must lie in (0, 1), got {beta}.")
+    if not tau > 0.0:
+        raise BGADError(f"tau must be > 0, got {tau}.")
+    normal = logp.detach()[~is_anomaly.bool()]  # (N_normal,)
+    if normal.numel() == 0:
+        raise BGADError("the boundary needs normal log-likelihoods, but every entry is anomalous.")
+    idx = int(beta * normal.numel())  # ⌊β·N_normal⌋
+    b_n = torch.sort(normal).values[idx] / normalizer
+    return b_n, b_n - tau

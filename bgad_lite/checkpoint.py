@@ -1,0 +1,68 @@
+"""Checkpoints: flow state dicts + config JSON + scoring statistics, written atomically.
+
+A checkpoint is a folder::
+
+    <dir>/config.json   the BGADConfig that built the model
+    <dir>/model.pt      {"flows": state_dict, "channels": [C_l], "level_max": [m_l],
+                         "boundaries": [[b_n, b_a], ...] or None}
+
+It is written to a temporary folder first and renamed, so a crash never leaves
+half a checkpoint. Loading with a config whose model-defining settings differ
+is an error that names each difference.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import BGADConfig, BGADError
+from .train import make_flows
+
+# Settings that change the network or the meaning of its inputs.
+MODEL_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks", "cond_dim", "clamp")
+
+
+def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, channels: list[int],
+                    level_max: list[float], boundaries=None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        cfg.to_json(tmp / "config.json")
+        payload = {"flows": flows.state_dict(), "channels": list(channels), "level_max": list(level_max),
+                   "boundaries": None if boundaries is None else [[float(b_n), float(b_a)] for b_n, b_a in boundaries]}
+        torch.save(payload, tmp / "model.pt")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
+    """Load a checkpoint -> (flows, saved config, payload dict).
+
+    If ``cfg`` is given, its model-defining settings must match the saved ones.
+    """
+    path = Path(path)
+    if not (path / "model.pt").exists() or not (path / "config.json").exists():
+        raise BGADError(f"{path} is not a bgad-lite checkpoint (needs config.json and model.pt).")
+    saved = BGADConfig.from_json(path / "config.json")
+    if cfg is not None:
+        diff = {k: v for k, v in saved.diff(cfg).items() if k in MODEL_KEYS}
+        if diff:
+            lines = ", ".join(f"{k}: saved {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
+            raise BGADError(f"checkpoint {path} was built with other settings ({lines}). "
+                            "Use the saved config (returned by load_checkpoint) or retrain.")
+    payload = torch.load(path / "model.pt", weights_only=True)
+    flows = make_flows(payload["channels"], saved)
+    flows.load_state_dict(payload["flows"])
+    return flows.eval(), saved, payload

@@ -1,0 +1,120 @@
+"""Step 2 — a conditional normalizing flow per feature level.
+
+A flow f is an invertible network that maps a fiber x (C numbers) to z = f(x | c)
+with z ~ N(0, I). The change of variables gives the exact log-likelihood
+
+    log p(x) = log N(z; 0, I) + log|det J| = -C/2·log(2π) - ½‖z‖² + log|det ∂z/∂x|.
+
+BGAD uses the per-dimension value ``logp = log p(x) / C`` everywhere, so levels
+with different C are comparable. The condition c is a 2-D sin/cos positional
+encoding of the fiber's (row, col), so the flow can learn position-dependent
+densities (CFLOW-AD).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import BGADError
+
+
+def positional_encoding_2d(dim: int, height: int, width: int) -> torch.Tensor:
+    """Sin/cos encoding of (row, col): returns (dim, height, width).
+
+    The first dim/2 channels encode the column x, the last dim/2 the row y, as
+    interleaved pairs ``sin(x·ω_k), cos(x·ω_k)`` with ω_k = 10000^(-2k/(dim/2)),
+    k = 0 .. dim/4 - 1 (the transformer encoding, applied per axis).
+    """
+    if dim % 4:
+        raise BGADError(f"positional encoding needs dim divisible by 4 (sin and cos for x and y), got {dim}.")
+    half = dim // 2
+    omega = torch.exp(torch.arange(0.0, half, 2) * -(math.log(1e4) / half))  # (half/2,)
+    x = torch.arange(width, dtype=torch.float32)[:, None] * omega  # (W, half/2)
+    y = torch.arange(height, dtype=torch.float32)[:, None] * omega  # (H, half/2)
+    pe = torch.zeros(dim, height, width)
+    pe[0:half:2] = torch.sin(x).T[:, None, :].expand(-1, height, -1)  # (half/2, H, W)
+    pe[1:half:2] = torch.cos(x).T[:, None, :].expand(-1, height, -1)
+    pe[half::2] = torch.sin(y).T[:, :, None].expand(-1, -1, width)
+    pe[half + 1::2] = torch.cos(y).T[:, :, None].expand(-1, -1, width)
+    return pe
+
+
+def _subnet(c_in: int, c_out: int) -> nn.Module:
+    """The coupling subnet of BGAD/CFLOW: Linear(c, 2c) -> ReLU -> Linear(2c, out)."""
+    return nn.Sequential(nn.Linear(c_in, 2 * c_in), nn.ReLU(), nn.Linear(2 * c_in, c_out))
+
+
+def build_flow(in_channels: int, cond_dim: int, n_blocks: int, clamp: float = 1.9, seed: int = 0):
+    """A FrEIA ``SequenceINN`` of ``n_blocks`` conditional ``AllInOneBlock`` s.
+
+    Each block: affine coupling conditioned on c (``cond_shape=(cond_dim,)``),
+    clamped by ``affine_clamping=clamp``, a SOFTPLUS global affine, and a soft
+    (random orthogonal) permutation. FrEIA draws that permutation from NumPy's
+    global RNG; we draw it under ``seed`` and restore the global state, so
+    building a flow is reproducible and has no side effect.
+    """
+    import FrEIA.framework as Ff
+    import FrEIA.modules as Fm
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        flow = Ff.SequenceINN(in_channels)
+        for _ in range(n_blocks):
+            flow.append(Fm.AllInOneBlock, cond=0, cond_shape=(cond_dim,), subnet_constructor=_subnet,
+                        affine_clamping=clamp, global_affine_type="SOFTPLUS", permute_soft=True)
+    finally:
+        np.random.set_state(state)
+    return flow
+
+
+def log_likelihood(z: torch.Tensor, log_jac_det: torch.Tensor) -> torch.Tensor:
+    """Per-dimension log-likelihood, (N, C) and (N,) -> (N,).
+
+        logp = ( -C/2·log(2π) - ½‖z‖² + log|det J| ) / C
+    """
+    c = z.shape[1]
+    return (-0.5 * c * math.log(2 * math.pi) - 0.5 * (z ** 2).sum(1) + log_jac_det) / c
+
+
+def to_fibers(features: torch.Tensor, pos: torch.Tensor, masks: torch.Tensor | None = None):
+    """Flatten a feature map into fibers: the one helper used by training and scoring.
+
+    features (N, C, H, W), pos (P, H, W), masks (N, H, W) bool or None
+    -> x (N·H·W, C), c (N·H·W, P), m (N·H·W,) bool (all False when masks is None).
+    Fiber i is image i // (H·W), row (i % (H·W)) // W, col i % W.
+    """
+    n, ch, h, w = features.shape
+    x = features.permute(0, 2, 3, 1).reshape(n * h * w, ch)  # (N, H, W, C) -> (NHW, C)
+    c = pos.permute(1, 2, 0).reshape(1, h * w, -1).expand(n, -1, -1).reshape(n * h * w, -1)  # (NHW, P)
+    m = torch.zeros(n * h * w, dtype=torch.bool) if masks is None else masks.reshape(n * h * w)
+    return x, c, m
+
+
+def downsample_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, S, S) bool pixel masks -> (N, height, width) bool fiber labels.
+
+    A fiber counts as anomalous when its cell touches the defect (max pooling).
+    Nearest-neighbour sampling, as in the official code, drops thin scratches at
+    the coarse levels; max pooling keeps them.
+    """
+    m = masks.float()[:, None]  # (N, 1, S, S)
+    return torch.nn.functional.adaptive_max_pool2d(m, (height, width))[:, 0] > 0.5
+
+
+@torch.no_grad()
+def flow_logp(flow, features: torch.Tensor, pos: torch.Tensor, chunk: int = 16384,
+              device: str = "cpu") -> torch.Tensor:
+    """Per-dimension log-likelihood of every fiber: (N, C, H, W) -> (N, H, W)."""
+    n, _, h, w = features.shape
+    x, c, _ = to_fibers(features, pos)
+    flow = flow.to(device).eval()
+    out = []
+    for s in range(0, len(x), chunk):
+        z, ljd = flow(x[s:s + chunk].to(device), c=[c[s:s + chunk].to(device)])
+        out.append(log_likelihood(z, ljd).cpu())
+    return torch.cat(out).reshape(n, h, w)  # (NHW,) -> (N, H, W)

@@ -1,0 +1,188 @@
+"""Step 5 — training the flows on cached fibers.
+
+Phase 1 (unsupervised): normal fibers only, L = L_ml.
+Phase 2, one of three objectives on the same batches (only the loss differs):
+
+- ``"unsupervised"``: L = L_ml(normal fibers) — phase 1 continued;
+- ``"bgad"``:         L = L_ml(normal fibers) + λ·(pull + push)   (BG-SPP);
+- ``"naive_push"``:   L = L_ml(normal fibers) + mean −log σ(−l) over anomalous fibers.
+
+Each epoch walks the images in shuffled mini-batches; for every level the
+batch's fibers are shuffled and fed in chunks, one optimizer step per chunk per
+level (the official design).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .boundary import compute_boundaries
+from .config import BGADConfig, BGADError
+from .flow import build_flow, flow_logp, log_likelihood, positional_encoding_2d, to_fibers
+from .losses import bg_spp_loss, focal_weights, ml_loss, naive_push_loss
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("ml", "unsupervised", "bgad", "naive_push")
+
+
+@dataclass
+class LevelData:
+    """Everything the flow of one level trains on."""
+
+    features: torch.Tensor  # (N, C, H, W) cached backbone features
+    masks: torch.Tensor  # (N, H, W) bool, True = anomalous fiber
+    pos: torch.Tensor  # (P, H, W) positional encoding
+
+
+def make_levels(features: list[torch.Tensor], masks: list[torch.Tensor], cond_dim: int) -> list[LevelData]:
+    """Bundle per-level features and fiber masks with their positional encodings."""
+    return [LevelData(f, m, positional_encoding_2d(cond_dim, f.shape[2], f.shape[3]))
+            for f, m in zip(features, masks)]
+
+
+def make_flows(channels: list[int], cfg: BGADConfig) -> nn.ModuleList:
+    """One conditional flow per level, reproducible from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    return nn.ModuleList([build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + l)
+                          for l, c in enumerate(channels)])
+
+
+def objective_terms(logp: torch.Tensor, is_anomaly: torch.Tensor, objective: str, cfg: BGADConfig,
+                    b_n: torch.Tensor | None = None, b_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The loss of one chunk of fibers, with its named terms; ``"loss"`` is the total."""
+    normal = ~is_anomaly
+    w = focal_weights(logp, is_anomaly, cfg.normalizer) if cfg.focal_weighting else None
+    terms = {"ml": ml_loss(logp[normal], None if w is None else w[normal])}
+    if objective == "bgad":
+        pull, push = bg_spp_loss(logp, is_anomaly, b_n, b_a, cfg.normalizer, w)
+        terms.update(pull=pull, push=push)
+        terms["loss"] = terms["ml"] + cfg.bgspp_lambda * (pull + push)
+    elif objective == "naive_push":
+        terms["push"] = naive_push_loss(logp, is_anomaly, cfg.normalizer)
+        terms["loss"] = terms["ml"] + cfg.bgspp_lambda * terms["push"]
+    else:
+        terms["loss"] = terms["ml"]
+    return terms
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 1% of the base lr."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Temporarily use ``n`` intra-op threads (small flow steps run best on one)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _steps_per_epoch(levels: list[LevelData], batch_images: int, chunk: int) -> int:
+    n = len(levels[0].features)
+    steps = 0
+    for s in range(0, n, batch_images):
+        b = min(batch_images, n - s)
+        steps += sum(math.ceil(b * lv.features.shape[2] * lv.features.shape[3] / chunk) for lv in levels)
+    return steps
+
+
+@torch.no_grad()
+def level_boundaries(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig):
+    """Fixed boundaries: (b_n, b_a) per level from all normal training fibers."""
+    out = []
+    for flow, lv in zip(flows, levels):
+        logp = flow_logp(flow, lv.features, lv.pos, device=cfg.device).reshape(-1)
+        out.append(compute_boundaries(logp, lv.masks.reshape(-1), cfg.beta, cfg.tau, cfg.normalizer))
+    return out
+
+
+def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, objective: str,
+                epochs: int, warmup_epochs: int = 0, fixed_boundaries=None,
+                on_epoch_end: Callable[[int, nn.ModuleList], None] | None = None,
+                progress: bool = True, desc: str = "train") -> list[dict[str, float]]:
+    """Train ``flows`` in place; returns one dict of mean loss terms per epoch.
+
+    ``objective``: "ml" (phase 1), "unsupervised", "bgad" or "naive_push".
+    For "bgad", ``cfg.boundary`` chooses b_n, b_a: "per_batch" recomputes them
+    from each chunk's normal fibers (official code), "fixed" takes
+    ``fixed_boundaries`` — one (b_n, b_a) per level, from :func:`level_boundaries`.
+    A loss that turns non-finite stops training with a :class:`BGADError`.
+    """
+    if objective not in OBJECTIVES:
+        raise BGADError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
+    if objective == "bgad" and cfg.boundary == "fixed" and fixed_boundaries is None:
+        raise BGADError("boundary='fixed' needs fixed_boundaries from level_boundaries() after phase 1.")
+    dev = cfg.device
+    flows.to(dev).train()
+    opts = [torch.optim.Adam(f.parameters(), lr=cfg.lr) for f in flows]
+    n_img = len(levels[0].features)
+    per_epoch = _steps_per_epoch(levels, cfg.batch_images, cfg.fiber_chunk)
+    total, warmup = per_epoch * epochs, per_epoch * warmup_epochs
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * (1 + OBJECTIVES.index(objective)))
+    history, step = [], 0
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    for epoch in range(epochs):
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for s in torch.randperm(n_img, generator=gen).split(cfg.batch_images):
+            for l, (flow, lv, opt) in enumerate(zip(flows, levels, opts)):
+                x, c, m = to_fibers(lv.features[s], lv.pos, lv.masks[s])  # (B·H·W, C), (B·H·W, P), (B·H·W,)
+                if objective in ("ml", "unsupervised"):
+                    x, c, m = x[~m], c[~m], m[~m]
+                perm = torch.randperm(len(x), generator=gen)
+                for idx in perm.split(cfg.fiber_chunk):
+                    xb, cb, mb = x[idx].to(dev), c[idx].to(dev), m[idx].to(dev)
+                    if not (~mb).any():
+                        continue  # no normal fiber: no ML term, no boundary
+                    for g in opt.param_groups:
+                        g["lr"] = cfg.lr * lr_factor(step, total, warmup)
+                    z, ljd = flow(xb, c=[cb])
+                    logp = log_likelihood(z, ljd)  # (chunk,)
+                    b_n = b_a = None
+                    if objective == "bgad":
+                        if cfg.boundary == "fixed":
+                            b_n, b_a = fixed_boundaries[l]
+                        else:
+                            b_n, b_a = compute_boundaries(logp, mb, cfg.beta, cfg.tau, cfg.normalizer)
+                    terms = objective_terms(logp, mb, objective, cfg, b_n, b_a)
+                    if not torch.isfinite(terms["loss"]):
+                        values = {k: float(v.detach()) for k, v in terms.items()}
+                        raise BGADError(f"{desc}: the loss turned non-finite at epoch {epoch + 1}, level {l}, "
+                                        f"step {step}: {values}. Training stopped (nothing was stepped); "
+                                        "lower lr or clamp, or check the features for NaN.")
+                    opt.zero_grad(set_to_none=True)
+                    terms["loss"].backward()
+                    opt.step()
+                    step += 1
+                    bar.update(1)
+                    for k, v in terms.items():
+                        key = f"{k}/{l}"
+                        sums[key] = sums.get(key, 0.0) + float(v.detach())
+                        counts[key] = counts.get(key, 0) + 1
+                    if b_n is not None:
+                        for k, v in (("b_n", b_n), ("b_a", b_a)):
+                            sums[f"{k}/{l}"] = sums.get(f"{k}/{l}", 0.0) + float(v)
+                            counts[f"{k}/{l}"] = counts.get(f"{k}/{l}", 0) + 1
+        history.append({k: sums[k] / counts[k] for k in sorted(sums)})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, flows)
+            flows.train()
+    bar.close()
+    flows.eval()
+    return history
