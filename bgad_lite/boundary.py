@@ -30,6 +30,7 @@ def compute_boundaries(logp: torch.Tensor, is_anomaly: torch.Tensor, beta: float
     normal = logp.detach()[~is_anomaly.bool()]  # (N_normal,)
     if normal.numel() == 0:
         raise BGADError("the boundary needs normal log-likelihoods, but every entry is anomalous.")
-    idx = int(beta * normal.numel())  # ⌊β·N_normal⌋
+    # ⌊β·N_normal⌋; the epsilon keeps e.g. 0.29·100 = 28.999999999999996 at 29
+    idx = min(int(beta * normal.numel() + 1e-9), normal.numel() - 1)
     b_n = torch.sort(normal).values[idx] / normalizer
     return b_n, b_n - tau

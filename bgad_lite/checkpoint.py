@@ -3,7 +3,7 @@
 A checkpoint is a folder::
 
     <dir>/config.json   the BGADConfig that built the model
-    <dir>/model.pt      {"flows": state_dict, "channels": [C_l], "level_max": [m_l],
+    <dir>/model.pt      {"flows": state_dict, "channels": [C_l], "level_ref": [m_l per level],
                          "boundaries": [[b_n, b_a], ...] or None}
 
 It is written to a temporary folder first and renamed, so a crash never leaves
@@ -29,13 +29,13 @@ MODEL_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks",
 
 
 def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, channels: list[int],
-                    level_max: list[float], boundaries=None) -> Path:
+                    level_ref: list, boundaries=None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         cfg.to_json(tmp / "config.json")
-        payload = {"flows": flows.state_dict(), "channels": list(channels), "level_max": list(level_max),
+        payload = {"flows": flows.state_dict(), "channels": list(channels), "level_ref": list(level_ref),
                    "boundaries": None if boundaries is None else [[float(b_n), float(b_a)] for b_n, b_a in boundaries]}
         torch.save(payload, tmp / "model.pt")
         if path.exists():

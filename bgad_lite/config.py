@@ -51,7 +51,7 @@ class BGADConfig:
     # --- optimisation ---------------------------------------------------
     lr: float = 1e-3  # paper: 2e-4; 1e-3 trains within a CPU budget
     epochs_phase1: int = 20
-    epochs_phase2: int = 10
+    epochs_phase2: int = 20
     batch_images: int = 32  # images per mini-batch
     fiber_chunk: int = 4096  # fibers per optimizer step
     variants: tuple[str, ...] = VARIANTS

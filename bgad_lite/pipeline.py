@@ -197,14 +197,14 @@ def evaluate(flows: nn.ModuleList, prep: Prepared, cfg: BGADConfig | None = None
     """Score the test set; metrics on all / seen / unseen and per defect type.
 
     Returns {"metrics": {...}, "maps": (N, S, S), "scores": (N,), "test_logps": [L x (N, H_l, W_l)],
-    "level_max": [m_l]}.
+    "level_ref": [m_l(h, w)]}.
     """
     cfg = _with_device(cfg or prep.cfg)
     pos = [lv.pos for lv in prep.phase1_levels()]
     train_logps = level_logps(flows, prep.train_features, pos, cfg.device)
-    level_max = normalisation_stats(train_logps)
+    level_ref = normalisation_stats(train_logps)
     test_logps = level_logps(flows, prep.test_features, pos, cfg.device)
-    maps = anomaly_maps(test_logps, cfg.image_size, level_max if cfg.score_norm == "train" else None)
+    maps = anomaly_maps(test_logps, cfg.image_size, level_ref if cfg.score_norm == "train" else None)
     scores = image_scores(maps)
     good = prep.test_types == "good"
     subsets = {"all": np.ones(len(scores), bool),
@@ -220,7 +220,7 @@ def evaluate(flows: nn.ModuleList, prep: Prepared, cfg: BGADConfig | None = None
         out["per_type"][t] = {"image_auroc": metrics.image_auroc(scores[sel], prep.test_labels[sel]),
                               "aupro": metrics.aupro(maps[sel], prep.test_masks[sel])}
     return {"metrics": out, "maps": maps, "scores": scores, "test_logps": test_logps,
-            "train_logps": train_logps, "level_max": level_max}
+            "train_logps": train_logps, "level_ref": level_ref}
 
 
 def run(cfg: BGADConfig | None = None, progress: bool = True) -> dict:
@@ -253,7 +253,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True) -> dict:
         results[variant] = ev["metrics"]
         evals[variant] = ev
         histories[variant] = hist
-        save_checkpoint(out / "checkpoints" / variant, flows, cfg, prep.channels, ev["level_max"], boundaries)
+        save_checkpoint(out / "checkpoints" / variant, flows, cfg, prep.channels, ev["level_ref"], boundaries)
 
     timings["total"] = time.perf_counter() - t_start
     summary = {

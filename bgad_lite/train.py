@@ -51,7 +51,6 @@ def make_levels(features: list[torch.Tensor], masks: list[torch.Tensor], cond_di
 
 def make_flows(channels: list[int], cfg: BGADConfig) -> nn.ModuleList:
     """One conditional flow per level, reproducible from ``cfg.seed``."""
-    torch.manual_seed(cfg.seed)
     return nn.ModuleList([build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + l)
                           for l, c in enumerate(channels)])
 

@@ -1,0 +1,109 @@
+"""Tests for bgad_lite.BGADConfig: frozen, JSON round trip, unknown keys, validation, dataclasses.replace."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from bgad_lite import BGADConfig, BGADError
+
+
+def test_frozen():
+    cfg = BGADConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.beta = 0.5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.variants = ("bgad",)  # type: ignore[misc]
+    assert cfg.beta == 0.01
+
+
+def test_defaults_follow_method():
+    cfg = BGADConfig()
+    assert (cfg.beta, cfg.tau, cfg.normalizer, cfg.bgspp_lambda, cfg.clamp) == (0.01, 0.1, 10.0, 1.0, 1.9)
+    assert cfg.boundary in ("fixed", "per_batch")
+    assert cfg.backbone == "tf_efficientnet_lite0" and cfg.out_indices == (1, 2, 3)
+    hash(cfg)  # hashable: tuples, not lists
+
+
+def test_json_round_trip_preserves_tuples():
+    cfg = BGADConfig(seen_types=("crack", "hole"), out_indices=(2, 3), variants=("bgad", "unsupervised"),
+                     beta=0.05, tau=0.2, boundary="fixed", image_size=256, cond_dim=32, data_dir="/x/y")
+    text = cfg.to_json()
+    assert isinstance(json.loads(text), dict)
+    back = BGADConfig.from_json(text)
+    assert back == cfg
+    assert isinstance(back.seen_types, tuple) and back.seen_types == ("crack", "hole")
+    assert isinstance(back.out_indices, tuple) and back.out_indices == (2, 3)
+    assert isinstance(back.variants, tuple)
+    # default config too (seen_types None)
+    assert BGADConfig.from_json(BGADConfig().to_json()) == BGADConfig()
+
+
+def test_from_json_of_a_file_path(tmp_path):
+    cfg = BGADConfig(n_blocks=2, cond_dim=8, seed=7, variants=("naive_push",))
+    p = tmp_path / "sub dir" / "config.json"
+    p.parent.mkdir()
+    cfg.to_json(p)
+    assert BGADConfig.from_json(p) == cfg
+    assert BGADConfig.from_json(str(p)) == cfg
+
+
+def test_unknown_keys_raise_naming_them():
+    data = BGADConfig().to_dict()
+    data["lerning_rate"] = 0.1
+    data["zzz_extra"] = 1
+    with pytest.raises(BGADError) as e:
+        BGADConfig.from_dict(data)
+    assert "lerning_rate" in str(e.value) and "zzz_extra" in str(e.value)
+    with pytest.raises(BGADError, match="bogus"):
+        BGADConfig.from_json('{"bogus": 1}')
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(beta=0.0), "beta"),
+    (dict(beta=1.0), "beta"),
+    (dict(beta=-0.1), "beta"),
+    (dict(beta=1.5), "beta"),
+    (dict(tau=0.0), "tau"),
+    (dict(tau=-1.0), "tau"),
+    (dict(boundary="adaptive"), "boundary"),
+    (dict(boundary="Fixed"), "boundary"),
+    (dict(image_size=120), "image_size"),
+    (dict(image_size=100), "image_size"),
+    (dict(image_size=16), "image_size"),
+    (dict(cond_dim=62), "cond_dim"),
+    (dict(cond_dim=6), "cond_dim"),
+    (dict(variants=()), "variants"),
+    (dict(variants=("bgad", "supervised")), "variants"),
+    (dict(variants=("nope",)), "variants"),
+])
+def test_validation_names_the_field(kwargs, field):
+    with pytest.raises(BGADError) as e:
+        BGADConfig(**kwargs)
+    assert field in str(e.value)
+
+
+def test_valid_edge_values_are_accepted():
+    BGADConfig(beta=1e-6, tau=1e-9, image_size=32, cond_dim=4, variants=("bgad",), boundary="fixed")
+    BGADConfig(image_size=48, cond_dim=132, variants=["unsupervised"])  # a list becomes a tuple
+
+
+def test_validation_from_json_too():
+    data = BGADConfig().to_dict()
+    data["beta"] = 2.0
+    with pytest.raises(BGADError, match="beta"):
+        BGADConfig.from_json(json.dumps(data))
+
+
+def test_replace_works_and_revalidates():
+    cfg = BGADConfig()
+    new = dataclasses.replace(cfg, n_blocks=2, beta=0.05)
+    assert new.n_blocks == 2 and new.beta == 0.05 and cfg.n_blocks == 4
+    assert new != cfg
+    assert new.diff(cfg) == {"n_blocks": (2, 4), "beta": (0.05, 0.01)}
+    with pytest.raises(BGADError, match="tau"):
+        dataclasses.replace(cfg, tau=0.0)
+    with pytest.raises(BGADError, match="image_size"):
+        dataclasses.replace(cfg, image_size=130)

@@ -1,0 +1,240 @@
+"""Tests for bgad_lite.flow: positional encoding, the conditional flow, log-likelihood, fibers, mask downsampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from bgad_lite import BGADError, build_flow, log_likelihood, positional_encoding_2d
+from bgad_lite.flow import downsample_masks, to_fibers
+
+
+# ---------------------------------------------------------------- positional encoding
+def _omega(k: int, dim: int) -> float:
+    return 10000.0 ** (-2.0 * k / (dim / 2))
+
+
+def test_positional_encoding_shape_and_axes():
+    dim, h, w = 16, 5, 7
+    pe = positional_encoding_2d(dim, h, w)
+    assert pe.shape == (dim, h, w)
+    half = dim // 2
+    # x channels vary with the column only, y channels with the row only
+    for ch in range(half):
+        assert torch.equal(pe[ch], pe[ch, :1].expand(h, w)), ch
+    for ch in range(half, dim):
+        assert torch.equal(pe[ch], pe[ch, :, :1].expand(h, w)), ch
+    # channel 0 = sin(x * 1), channel 1 = cos(x * 1), channel half = sin(y * 1)
+    for x in range(w):
+        assert pe[0, 0, x].item() == pytest.approx(math.sin(x), abs=1e-6)
+        assert pe[1, 0, x].item() == pytest.approx(math.cos(x), abs=1e-6)
+    for y in range(h):
+        assert pe[half, y, 0].item() == pytest.approx(math.sin(y), abs=1e-6)
+        assert pe[half + 1, y, 0].item() == pytest.approx(math.cos(y), abs=1e-6)
+
+
+@pytest.mark.parametrize("dim", [8, 16, 64])
+def test_positional_encoding_exact_values(dim):
+    h, w = 9, 11
+    pe = positional_encoding_2d(dim, h, w)
+    half = dim // 2
+    for (y, x) in [(0, 0), (3, 10), (8, 1), (5, 5)]:
+        for k in range(dim // 4):
+            om = _omega(k, dim)
+            assert pe[2 * k, y, x].item() == pytest.approx(math.sin(x * om), abs=1e-5)
+            assert pe[2 * k + 1, y, x].item() == pytest.approx(math.cos(x * om), abs=1e-5)
+            assert pe[half + 2 * k, y, x].item() == pytest.approx(math.sin(y * om), abs=1e-5)
+            assert pe[half + 2 * k + 1, y, x].item() == pytest.approx(math.cos(y * om), abs=1e-5)
+    # a hand number: dim 8 -> omega_1 = 10000^(-2/4) = 0.01 -> channel 2 at x = 10 is sin(0.1)
+    if dim == 8:
+        assert pe[2, 0, 10].item() == pytest.approx(math.sin(0.1), abs=1e-7)
+        assert pe[7, 8, 0].item() == pytest.approx(math.cos(0.08), abs=1e-7)
+
+
+@pytest.mark.parametrize("dim", [2, 6, 10, 130])
+def test_positional_encoding_dim_not_multiple_of_4_raises(dim):
+    with pytest.raises(BGADError):
+        positional_encoding_2d(dim, 4, 4)
+
+
+# ---------------------------------------------------------------- the flow
+C, P = 6, 4
+
+
+def _perturbed_flow(seed: int = 0, scale: float = 0.4):
+    """A flow whose subnets and global affines are moved away from their initial values, so the couplings
+    do real work (the permutation matrices are left alone: w_perm_inv must stay the inverse of w_perm)."""
+    torch.manual_seed(123)
+    flow = build_flow(C, P, 2, clamp=1.9, seed=seed)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in flow.named_parameters():
+            if "perm" not in name:
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    return flow.eval()
+
+
+def test_flow_is_invertible_with_condition():
+    flow = _perturbed_flow()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, C, generator=g)
+    c = torch.randn(32, P, generator=g)
+    with torch.no_grad():
+        z, ljd = flow(x, c=[c])
+        x_rec, ljd_rev = flow(z, c=[c], rev=True)
+    assert z.shape == (32, C) and ljd.shape == (32,)
+    assert not torch.allclose(z, x, atol=1e-2)  # the flow is not the identity
+    torch.testing.assert_close(x_rec, x, atol=1e-4, rtol=0)
+    # reverse log-det is the negative of the forward one
+    torch.testing.assert_close(ljd_rev, -ljd, atol=1e-4, rtol=0)
+
+
+def test_condition_changes_the_output():
+    flow = _perturbed_flow()
+    x = torch.randn(4, C, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z1, _ = flow(x, c=[torch.zeros(4, P)])
+        z2, _ = flow(x, c=[torch.ones(4, P)])
+    assert not torch.allclose(z1, z2, atol=1e-3)
+
+
+@pytest.mark.parametrize("sample_seed", [0, 1, 2])
+def test_log_det_matches_numerical_jacobian(sample_seed):
+    flow = _perturbed_flow()
+    g = torch.Generator().manual_seed(sample_seed)
+    x = torch.randn(1, C, generator=g)
+    c = torch.randn(1, P, generator=g)
+    with torch.no_grad():
+        _, ljd = flow(x, c=[c])
+    jac = torch.autograd.functional.jacobian(lambda v: flow(v.view(1, C), c=[c])[0].view(C), x.view(C))
+    sign, logabsdet = torch.linalg.slogdet(jac.double())
+    assert sign.item() != 0
+    assert abs(logabsdet.item()) > 1e-2  # a non-trivial volume change, so the check can fail
+    assert ljd.item() == pytest.approx(logabsdet.item(), abs=1e-4)
+
+
+def test_same_seed_same_permutation_and_numpy_state_untouched():
+    np.random.seed(2024)
+    before = np.random.get_state()
+    a = build_flow(C, P, 2, seed=5)
+    after = np.random.get_state()
+    assert before[0] == after[0]
+    assert np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    b = build_flow(C, P, 2, seed=5)
+    other = build_flow(C, P, 2, seed=6)
+    sa, sb, so = a.state_dict(), b.state_dict(), other.state_dict()
+    perm_keys = [k for k in sa if "w_perm" in k]
+    assert perm_keys
+    for k in perm_keys:
+        assert torch.equal(sa[k], sb[k]), k
+    assert any(not torch.equal(sa[k], so[k]) for k in perm_keys)  # the seed matters
+
+
+def test_same_seed_identical_weights_and_outputs():
+    torch.manual_seed(0)
+    a = build_flow(C, P, 2, seed=3)
+    b = build_flow(C, P, 2, seed=3)  # torch's RNG has moved on in between
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    x = torch.randn(5, C)
+    c = torch.randn(5, P)
+    with torch.no_grad():
+        assert torch.equal(a(x, c=[c])[0], b(x, c=[c])[0])
+
+
+def test_build_flow_leaves_torch_rng_untouched():
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    build_flow(C, P, 2, seed=3)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+# ---------------------------------------------------------------- log-likelihood
+def test_log_likelihood_hand_formula():
+    z = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 2.0]], dtype=torch.float64)
+    ljd = torch.tensor([0.5, -1.5], dtype=torch.float64)
+    # row 0: (-3/2 log 2pi - 0 + 0.5) / 3 ; row 1: ||z||^2 = 9 -> (-3/2 log 2pi - 4.5 - 1.5) / 3
+    expected = [(-1.5 * math.log(2 * math.pi) + 0.5) / 3, (-1.5 * math.log(2 * math.pi) - 4.5 - 1.5) / 3]
+    out = log_likelihood(z, ljd)
+    assert out.shape == (2,)
+    assert out.tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_log_likelihood_equals_scipy_gaussian_per_dim():
+    c = 7
+    z = torch.randn(10, c, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = log_likelihood(z, torch.zeros(10, dtype=torch.float64))
+    ref = multivariate_normal(mean=np.zeros(c), cov=np.eye(c)).logpdf(z.numpy()) / c
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-10)
+    # the log-det adds ljd / C
+    out2 = log_likelihood(z, torch.full((10,), 3.5, dtype=torch.float64))
+    np.testing.assert_allclose(out2.numpy(), ref + 3.5 / c, rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------- fibers
+def test_to_fibers_index_layout():
+    n, ch, h, w, p = 3, 4, 5, 6, 8
+    nn_, cc, hh, ww = torch.meshgrid(torch.arange(n), torch.arange(ch), torch.arange(h), torch.arange(w), indexing="ij")
+    features = (1000 * nn_ + 100 * cc + 10 * hh + ww).float()  # value encodes (n, c, h, w)
+    pp, ph, pw = torch.meshgrid(torch.arange(p), torch.arange(h), torch.arange(w), indexing="ij")
+    pos = (100 * pp + 10 * ph + pw).float()  # value encodes (p, h, w)
+    masks = torch.zeros(n, h, w, dtype=torch.bool)
+    masks[1, 2, 3] = True
+    masks[2, 4, 0] = True
+    x, cond, m = to_fibers(features, pos, masks)
+    assert x.shape == (n * h * w, ch) and cond.shape == (n * h * w, p) and m.shape == (n * h * w,)
+    for i in range(n * h * w):
+        img, row, col = i // (h * w), (i % (h * w)) // w, i % w
+        assert x[i].tolist() == [1000 * img + 100 * k + 10 * row + col for k in range(ch)], i
+        assert cond[i].tolist() == [100 * k + 10 * row + col for k in range(p)], i
+        assert bool(m[i]) == bool(masks[img, row, col]), i
+    assert m.sum().item() == 2
+    _, _, m0 = to_fibers(features, pos)
+    assert m0.dtype == torch.bool and not m0.any()
+
+
+# ---------------------------------------------------------------- mask downsampling
+def test_downsample_masks_touch_mode_keeps_one_pixel_lines():
+    s = 64
+    masks = torch.zeros(3, s, s, dtype=torch.bool)
+    masks[0, :, 13] = True  # vertical 1-px line in column 13 -> fiber column 13 // 8 = 1
+    masks[1, 42, :] = True  # horizontal 1-px line in row 42 -> fiber row 42 // 8 = 5
+    idx = torch.arange(s)
+    masks[2, idx, idx] = True  # diagonal -> the fiber diagonal
+    out = downsample_masks(masks, s // 8, s // 8, min_fraction=0)
+    assert out.shape == (3, 8, 8) and out.dtype == torch.bool
+    exp0 = torch.zeros(8, 8, dtype=torch.bool)
+    exp0[:, 1] = True
+    exp1 = torch.zeros(8, 8, dtype=torch.bool)
+    exp1[5, :] = True
+    assert torch.equal(out[0], exp0)
+    assert torch.equal(out[1], exp1)
+    assert torch.equal(out[2], torch.eye(8, dtype=torch.bool))
+    # nearest-neighbour sampling (the official code) would lose the vertical line entirely
+    nearest = torch.nn.functional.interpolate(masks[:1].float()[:, None], size=(8, 8), mode="nearest")[0, 0]
+    assert nearest.sum() == 0
+
+
+def test_downsample_masks_single_pixel_and_empty():
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[0, 31, 0] = True
+    out = downsample_masks(masks, 4, 4, min_fraction=0)
+    assert out[0].sum() == 1 and out[0, 3, 0]
+    assert not out[1].any()
+
+
+def test_downsample_masks_default_needs_half_the_cell():
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[0, 0:4, 0:2] = True  # exactly half of cell (0, 0) of a 4x4 grid -> anomalous
+    masks[1, 0:4, 0:1] = True  # a quarter of the cell -> normal
+    masks[2, 0:3, 0:2] = True  # 6/16 of the cell -> normal
+    out = downsample_masks(masks, 4, 4)
+    assert out[0].sum() == 1 and out[0, 0, 0]
+    assert not out[1].any() and not out[2].any()
+    assert downsample_masks(masks, 4, 4, min_fraction=0.25)[1, 0, 0]

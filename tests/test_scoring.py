@@ -1,0 +1,103 @@
+"""Tests for bgad_lite.scoring.anomaly_maps / image_scores: hand values, locality, train vs test normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bgad_lite import BGADError
+from bgad_lite.scoring import anomaly_maps, image_scores
+
+S = 32  # image size
+
+
+def test_constant_single_level_test_mode_is_zero_map():
+    maps = anomaly_maps([torch.full((2, 4, 4), -3.0)], S)
+    assert maps.shape == (2, S, S) and maps.dtype == np.float32
+    assert np.all(maps == maps.flat[0])
+    assert np.allclose(maps, 0.0, atol=1e-7)
+
+
+def test_constant_levels_train_mode_hand_value():
+    # one level, logp = c, saved max m -> map = 1 - exp(c - m) everywhere
+    maps = anomaly_maps([torch.full((1, 4, 4), -3.0)], S, level_ref=[-1.0])
+    assert np.allclose(maps, 1 - math.exp(-2.0), atol=1e-6)
+    assert maps.max() - maps.min() < 1e-6
+    # two levels of different resolution: map = 2 - exp(c1 - m1) - exp(c2 - m2)
+    maps2 = anomaly_maps([torch.full((1, 8, 8), -2.0), torch.full((1, 4, 4), 0.5)], S, level_ref=[-1.0, 1.0])
+    assert np.allclose(maps2, 2 - math.exp(-1.0) - math.exp(-0.5), atol=1e-6)
+
+
+def test_level_ref_length_mismatch_raises():
+    with pytest.raises(BGADError):
+        anomaly_maps([torch.zeros(1, 4, 4), torch.zeros(1, 2, 2)], S, level_ref=[0.0])
+
+
+@pytest.mark.parametrize("level_ref", [None, [0.0]])
+@pytest.mark.parametrize("row, col", [(1, 2), (0, 0), (3, 3), (2, 0)])
+def test_single_low_fiber_gives_max_in_its_cell(level_ref, row, col):
+    lp = torch.zeros(1, 4, 4)
+    lp[0, row, col] = -5.0
+    maps = anomaly_maps([lp], S, level_ref=level_ref)[0]
+    cell = S // 4
+    hits = np.argwhere(maps == maps.max())
+    assert len(hits) >= 1
+    for r, c in hits:
+        assert row * cell <= r < (row + 1) * cell and col * cell <= c < (col + 1) * cell, (r, c)
+    # far away from the fiber the map is flat at its minimum
+    assert maps.max() > maps.min() + 0.5
+    assert image_scores(maps[None])[0] == maps.max()
+
+
+def test_image_scores_is_per_image_max():
+    maps = np.zeros((3, 5, 5), dtype=np.float32)
+    maps[0, 1, 1] = 2.0
+    maps[1, 4, 0] = -1.0
+    maps[2] = 0.5
+    maps[2, 2, 2] = 7.0
+    np.testing.assert_array_equal(image_scores(maps), [2.0, 0.0, 7.0])
+
+
+def _random_levels(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 8, 8, generator=g) - 2.0, torch.randn(n, 4, 4, generator=g) - 1.0]
+
+
+def test_train_normalisation_scores_each_image_independently():
+    a = _random_levels(1, 0)
+    b = _random_levels(3, 1)
+    b[0][1, 2, 2] = 9.0  # another image with a much higher logp than any of a's
+    level_ref = [0.5, 0.7]
+    alone = anomaly_maps(a, S, level_ref=level_ref)
+    batch = anomaly_maps([torch.cat([b[l][:1], a[l], b[l][1:]]) for l in range(2)], S, level_ref=level_ref)
+    np.testing.assert_allclose(batch[1], alone[0], rtol=0, atol=1e-6)
+    assert image_scores(batch)[1] == pytest.approx(image_scores(alone)[0], abs=1e-6)
+
+
+def test_test_normalisation_depends_on_the_other_images():
+    a = _random_levels(1, 0)
+    b = _random_levels(1, 1)
+    b[0][0, 2, 2] = 9.0  # raises the test-set max of level 0
+    alone = anomaly_maps(a, S)
+    batch = anomaly_maps([torch.cat([a[l], b[l]]) for l in range(2)], S)
+    assert not np.allclose(batch[0], alone[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("level_ref", [None, [0.0, 0.0]])
+def test_lowering_a_fiber_logp_raises_the_map_there(level_ref):
+    lv = _random_levels(2, 3)
+    lv[0][0, 0, 0] = 3.0  # keep the level maxima away from the changed fiber
+    lv[1][0, 0, 0] = 3.0
+    base = anomaly_maps(lv, S, level_ref=level_ref)
+    low = [t.clone() for t in lv]
+    low[1][1, 2, 1] -= 1.5  # level 1 (4x4): image 1, row 2, col 1 -> pixels rows 16..23, cols 8..15
+    maps = anomaly_maps(low, S, level_ref=level_ref)
+    cell = maps[1, 16:24, 8:16] - base[1, 16:24, 8:16]
+    assert (cell > 0).all()
+    # nowhere does the map go down, and the other image is untouched
+    assert (maps - base >= -1e-6).all()
+    np.testing.assert_allclose(maps[0], base[0], atol=1e-6)
+    assert image_scores(maps)[1] >= image_scores(base)[1]
