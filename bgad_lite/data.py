@@ -367,7 +367,7 @@ def load_mask(
     return np.asarray(small) > 127
 
 
-def load_split(samples: Sequence[Sample], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_split(samples: Sequence[Sample], size: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a list of samples into arrays.
 
     Returns:
@@ -384,8 +384,8 @@ def load_split(samples: Sequence[Sample], size: int) -> tuple[np.ndarray, np.nda
     images = np.zeros((n, size, size, 3), dtype=np.float32)
     masks = np.zeros((n, size, size), dtype=bool)
     labels = np.zeros((n,), dtype=np.int64)
-    progress = tqdm(samples, desc="loading images", unit="img", disable=n < 64, leave=False)
-    for i, sample in enumerate(progress):
+    bar = tqdm(samples, desc="loading images", unit="img", disable=n < 64 or not progress, leave=False)
+    for i, sample in enumerate(bar):
         img = _open_image(sample.path)
         images[i] = _resize_float(_to_float_rgb(img), size)
         if sample.is_anomaly:

@@ -97,7 +97,7 @@ class Prepared:
 def _resolve_data(cfg: BGADConfig, progress: bool) -> tuple[Path, str]:
     if cfg.data_dir is None:
         root = default_data_root()
-        make_texture_dataset(root, cfg.category, seed=0)
+        make_texture_dataset(root, cfg.category, seed=0, progress=progress)
         return root, cfg.category
     return Path(cfg.data_dir), cfg.category
 
@@ -136,9 +136,9 @@ def prepare(cfg: BGADConfig, progress: bool = True) -> Prepared:
     category = load_category(root, name)
     split = few_shot_split(category, cfg.n_anomalies, cfg.seen_types, cfg.seed)
     s = cfg.image_size
-    train_images, _, _ = load_split(category.train, s)
-    lab_images, lab_masks, _ = load_split(split.labelled, s)
-    test_images, test_masks, test_labels = load_split(split.test, s)
+    train_images, _, _ = load_split(category.train, s, progress)
+    lab_images, lab_masks, _ = load_split(split.labelled, s, progress)
+    test_images, test_masks, test_labels = load_split(split.test, s, progress)
     test_types = np.array([smp.defect_type for smp in split.test])
     anomaly_images, anomaly_masks, kinds = synthesise_anomalies(train_images, lab_images, lab_masks, cfg)
     t1 = time.perf_counter()
@@ -164,6 +164,36 @@ def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = T
     with torch_threads(1 if resolve_device(cfg.device) == "cpu" else torch.get_num_threads()):
         history = train_flows(flows, prep.phase1_levels(), _with_device(cfg), "ml", cfg.epochs_phase1,
                               warmup_epochs=min(2, cfg.epochs_phase1 - 1), progress=progress, desc="phase 1")
+    return flows, history
+
+
+PHASE1_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks", "cond_dim", "clamp", "lr",
+               "epochs_phase1", "batch_images", "fiber_chunk", "seed")
+
+
+def phase1_checkpoint_dir(prep: Prepared, cfg: BGADConfig | None = None) -> Path:
+    """Where :func:`fit_phase1_cached` keeps the phase-1 flows: keyed by the settings
+    that shape phase 1 and by the training features."""
+    cfg = cfg or prep.cfg
+    settings = {k: getattr(cfg, k) for k in PHASE1_KEYS}
+    key = fingerprint(sorted(settings.items()), *[f.numpy() for f in prep.train_features])
+    return Path(cfg.cache_dir) / f"phase1-{key}"
+
+
+def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
+    """:func:`fit_phase1`, or load its result from ``cfg.cache_dir`` when it was trained
+    before with the same settings and data -> (flows, history or None when loaded)."""
+    from .checkpoint import load_checkpoint
+
+    cfg = cfg or prep.cfg
+    path = phase1_checkpoint_dir(prep, cfg)
+    if (path / "model.pt").exists():
+        flows, _, _ = load_checkpoint(path, cfg)
+        log.info("phase 1: loaded %s", path)
+        return flows, None
+    flows, history = fit_phase1(prep, cfg, progress)
+    pos = [lv.pos for lv in prep.phase1_levels()]
+    save_checkpoint(path, flows, cfg, prep.channels, normalisation_stats(level_logps(flows, prep.train_features, pos)))
     return flows, history
 
 
@@ -239,8 +269,8 @@ def run(cfg: BGADConfig | None = None, progress: bool = True) -> dict:
     timings = dict(prep.timings_s)
 
     t = time.perf_counter()
-    phase1, hist1 = fit_phase1(prep, progress=progress)
-    timings["phase1"] = time.perf_counter() - t
+    phase1, hist1 = fit_phase1_cached(prep, progress=progress)
+    timings["phase1"] = time.perf_counter() - t  # ~0 when loaded from the cache
 
     results, evals, histories = {}, {}, {"phase1": hist1}
     for variant in cfg.variants:
@@ -265,6 +295,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True) -> dict:
                  "n_test": len(prep.test_images)},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "results": results,
+        "phase1_from_cache": hist1 is None,
         "history": histories,
     }
     out.mkdir(parents=True, exist_ok=True)

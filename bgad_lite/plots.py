@@ -108,7 +108,7 @@ def save_run_figures(figdir: str | Path, prep, evals: dict, cfg) -> None:
     """The figures of ``bgad-lite run``: anomaly maps and histograms per variant."""
     figdir = Path(figdir)
     figdir.mkdir(parents=True, exist_ok=True)
-    idx = pick_examples(prep.test_types)
+    idx = pick_examples(prep.test_types, per_type=1)
     titles = [str(prep.test_types[i]) for i in idx]
     fig = plot_anomaly_maps(prep.test_images[idx], prep.test_masks[idx],
                             {k: v["maps"][idx] for k, v in evals.items()}, titles)

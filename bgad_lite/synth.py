@@ -330,7 +330,8 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def _write_dataset(
-    folder: Path, texture: str, seed: int, n_train: int, n_test_good: int, n_per_type: int, size: int
+    folder: Path, texture: str, seed: int, n_train: int, n_test_good: int, n_per_type: int, size: int,
+    show_progress: bool = True,
 ) -> None:
     """Write every image and mask of the data set into ``folder``."""
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2 + len(DEFECT_TYPES))]
@@ -341,6 +342,7 @@ def _write_dataset(
         desc=f"writing {texture} data set",
         unit="img",
         leave=False,
+        disable=not show_progress,
     )
     with progress:
         for subfolder, count, rng in (("train/good", n_train, rng_train), ("test/good", n_test_good, rng_test)):
@@ -367,6 +369,7 @@ def make_texture_dataset(
     n_per_type: int = 20,
     size: int = 256,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write the embedded texture data set to ``<root>/<texture>``; return that path.
 
@@ -411,7 +414,7 @@ def make_texture_dataset(
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{texture}.writing-", dir=root))
     try:
-        _write_dataset(staging, texture, int(seed), int(n_train), int(n_test_good), int(n_per_type), int(size))
+        _write_dataset(staging, texture, int(seed), int(n_train), int(n_test_good), int(n_per_type), int(size), progress)
         (staging / STAMP_NAME).write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
         os.chmod(staging, 0o755)  # mkdtemp makes it private
         if target.exists() or target.is_symlink():

@@ -1,0 +1,121 @@
+"""End to end: a tiny `run` and the `bgad-lite` command on a small generated data set."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bgad_lite import BGADConfig, BGADError, pipeline
+from bgad_lite.checkpoint import load_checkpoint
+from bgad_lite.cli import main
+from bgad_lite.synth import DEFECT_TYPES, make_texture_dataset
+from bgad_lite.train import make_flows, make_levels, train_flows
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_texture_dataset(root, "brick", seed=3, n_train=8, n_test_good=4, n_per_type=3, size=64)
+    return root
+
+
+def tiny_config(root, tmp_path, **kw):
+    base = dict(data_dir=str(root), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
+                epochs_phase1=2, epochs_phase2=1, n_blocks=2, cond_dim=16, batch_images=8, fiber_chunk=512,
+                cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
+    base.update(kw)
+    return BGADConfig(**base)
+
+
+def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
+    cfg = tiny_config(tiny_root, tmp_path)
+    summary = pipeline.run(cfg, progress=False)
+    out = tmp_path / "out"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"] == cfg.to_dict()
+    data = saved["data"]
+    assert sorted(data["seen_types"] + data["unseen_types"]) == sorted(DEFECT_TYPES)
+    assert not set(data["seen_types"]) & set(data["unseen_types"])
+    assert data["n_train_normal"] == 8 and data["n_train_anomalies"] == 2
+    assert data["n_test"] == 4 + 3 * len(DEFECT_TYPES) - 2  # the labelled anomalies leave the test set
+    assert set(saved["results"]) == {"unsupervised", "bgad", "naive_push"}
+    for res in saved["results"].values():
+        for subset in ("all", "seen", "unseen"):
+            for metric in ("image_auroc", "pixel_auroc", "aupro"):
+                assert 0.0 <= res[subset][metric] <= 1.0
+    assert set(saved["timings_s"]) >= {"data", "features", "phase1", "phase2_bgad", "total"}
+    assert summary["results"] == saved["results"]
+    assert (out / "figures" / "anomaly_maps.png").stat().st_size > 1000
+    assert (out / "figures" / "logp_histograms.png").stat().st_size > 1000
+    flows, saved_cfg, payload = load_checkpoint(out / "checkpoints" / "bgad", cfg)
+    assert saved_cfg == cfg and len(flows) == 3 and len(payload["level_ref"]) == 3
+
+
+def test_run_is_reproducible_and_reuses_the_phase1_cache(tiny_root, tmp_path):
+    cfg = tiny_config(tiny_root, tmp_path, variants=("bgad",))
+    first = pipeline.run(cfg, progress=False)
+    second = pipeline.run(cfg, progress=False)
+    assert not first["phase1_from_cache"] and second["phase1_from_cache"]
+    assert first["results"] == second["results"]
+
+
+def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tiny_root, tmp_path, variants=("unsupervised", "bgad"))
+    path = tmp_path / "cfg.json"
+    cfg.to_json(path)
+    assert main(["run", "--config", str(path), "--seed", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| bgad | unseen |" in out and "results.json" in out
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["config"]["seed"] == 1
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert main(["run", "--data", str(tmp_path / "nowhere"), "--category", "x", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgad-lite: error:") and "nowhere" in err and "Traceback" not in err
+
+
+def test_single_type_category_needs_explicit_seen_types(tmp_path):
+    root = tmp_path / "d"
+    make_texture_dataset(root, "gravel", seed=0, n_train=4, n_test_good=2, n_per_type=2, size=64)
+    for t in DEFECT_TYPES[1:]:  # keep one defect type only
+        for sub in ("test", "ground_truth"):
+            for f in (root / "gravel" / sub / t).iterdir():
+                f.unlink()
+            (root / "gravel" / sub / t).rmdir()
+    cfg = tiny_config(root, tmp_path, category="gravel", n_anomalies=1)
+    with pytest.raises(BGADError, match="unseen"):
+        pipeline.prepare(cfg, progress=False)
+    prep = pipeline.prepare(BGADConfig(**{**cfg.to_dict(), "seen_types": [DEFECT_TYPES[0]]}), progress=False)
+    assert prep.split.unseen_types == ()
+
+
+def test_non_finite_loss_stops_with_the_step_and_values():
+    cfg = BGADConfig(n_blocks=1, cond_dim=8, fiber_chunk=64, batch_images=2)
+    feats = torch.randn(2, 4, 4, 4)
+    feats[1, :, 2, 2] = float("nan")
+    levels = make_levels([feats], [torch.zeros(2, 4, 4, dtype=torch.bool)], cfg.cond_dim)
+    flows = make_flows([4], cfg)
+    before = [p.detach().clone() for p in flows.parameters()]
+    with pytest.raises(BGADError, match=r"non-finite at epoch 1, level 0, step 0.*'ml': nan"):
+        train_flows(flows, levels, cfg, "ml", epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, flows.parameters()))  # nothing was stepped
+
+
+def test_score_normalisation_modes_rank_the_same_test_set(tiny_root, tmp_path):
+    cfg = tiny_config(tiny_root, tmp_path)
+    prep = pipeline.prepare(cfg, progress=False)
+    flows, _ = pipeline.fit_phase1(prep, progress=False)
+    ev_train = pipeline.evaluate(flows, prep)
+    ev_test = pipeline.evaluate(flows, prep, BGADConfig(**{**cfg.to_dict(), "score_norm": "test"}))
+    assert ev_train["maps"].shape == (len(prep.test_images), 64, 64)
+    assert np.isfinite(ev_train["maps"]).all() and np.isfinite(ev_test["maps"]).all()
+    # One image scored alone gets the same map as inside the test set ("train" mode only).
+    one = pipeline.Prepared(**{**prep.__dict__, "test_features": [f[:1] for f in prep.test_features],
+                               "test_images": prep.test_images[:1], "test_masks": prep.test_masks[:1],
+                               "test_labels": prep.test_labels[:1], "test_types": prep.test_types[:1]})
+    from bgad_lite.scoring import anomaly_maps, level_logps
+    pos = [lv.pos for lv in prep.phase1_levels()]
+    alone = anomaly_maps(level_logps(flows, one.test_features, pos), 64, ev_train["level_ref"])
+    np.testing.assert_allclose(alone[0], ev_train["maps"][0], rtol=1e-5, atol=1e-6)
