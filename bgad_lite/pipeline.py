@@ -24,7 +24,7 @@ from torch import nn
 from . import metrics
 from .checkpoint import save_checkpoint
 from .config import BGADConfig, BGADError
-from .data import Category, FewShotSplit, few_shot_split, load_category, load_split
+from .data import Category, FewShotSplit, few_shot_split, load_category, load_split, with_groups
 from .features import cached_features, create_backbone, fingerprint
 from .flow import downsample_masks
 from .scoring import anomaly_maps, image_scores, level_logps, normalisation_stats
@@ -128,12 +128,19 @@ def synthesise_anomalies(train_images: np.ndarray, labelled_images: np.ndarray, 
     return np.concatenate(images).astype(np.float32), np.concatenate(masks).astype(bool), kinds
 
 
-def prepare(cfg: BGADConfig, progress: bool = True) -> Prepared:
-    """Load the data, draw the few-shot split, synthesise anomalies, extract (cached) features."""
+def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | None = None) -> Prepared:
+    """Load the data, draw the few-shot split, synthesise anomalies, extract (cached) features.
+
+    ``groups`` maps ``"<type>/<file name>"`` of test images to a group (e.g. the
+    camera position): labelled anomalies are then drawn group by group, and
+    seen-type test anomalies of the same groups leave the test set too.
+    """
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     root, name = _resolve_data(cfg, progress)
     category = load_category(root, name)
+    if groups:
+        category = with_groups(category, groups)
     split = few_shot_split(category, cfg.n_anomalies, cfg.seen_types, cfg.seed)
     s = cfg.image_size
     train_images, _, _ = load_split(category.train, s, progress)
@@ -253,7 +260,7 @@ def evaluate(flows: nn.ModuleList, prep: Prepared, cfg: BGADConfig | None = None
             "train_logps": train_logps, "level_ref": level_ref}
 
 
-def run(cfg: BGADConfig | None = None, progress: bool = True) -> dict:
+def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, str] | None = None) -> dict:
     """The whole pipeline: prepare, phase 1, every variant in ``cfg.variants``, evaluate.
 
     Writes ``<out_dir>/results.json``, ``<out_dir>/figures/*.png`` and a checkpoint per
@@ -265,7 +272,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True) -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
-    prep = prepare(cfg, progress)
+    prep = prepare(cfg, progress, groups)
     timings = dict(prep.timings_s)
 
     t = time.perf_counter()
