@@ -113,3 +113,17 @@ def test_fingerprint_changes_with_one_pixel():
     assert fingerprint(NAME, 128, changed) != fp
     assert fingerprint(NAME, 256, images) != fp
     assert fingerprint(NAME, 128, images.astype(np.float64)) != fp  # dtype is part of the key
+
+
+def test_hub_weights_unavailable_is_a_clear_error(monkeypatch):
+    # Simulate the hub being unreachable (timm raises whatever its download layer raises).
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to the hub")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(BGADError, match=r"resnet18.*connect.*tf_efficientnet_lite0.*pretrained=False"):
+        create_backbone("resnet18", (1, 2, 3), pretrained=True)
