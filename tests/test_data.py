@@ -398,36 +398,50 @@ def test_download_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not (tmp_path / "bottle").exists()
 
 
-def test_download_checksum_mismatch_deletes_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_garbage_is_corrupt_and_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: FakeResponse(b"garbage"))
     with pytest.raises(BGADError, match="corrupt"):
         download_mvtec("bottle", tmp_path)
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_download_checksum_mismatch_deletes_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = _tiny_mvtec_archive()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload))
+    with pytest.raises(BGADError, match=r"corrupt \(SHA-256 [0-9a-f]{64}, expected 0+\)"):
+        download_mvtec("bottle", tmp_path, sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_truncated_archive_is_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = _tiny_mvtec_archive()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload[: len(payload) // 2]))
+    with pytest.raises(BGADError, match="corrupt"):
+        download_mvtec("bottle", tmp_path)
+    assert not (tmp_path / "bottle").exists() and not (tmp_path / "bottle.tar.xz").exists()
 
 
 def test_download_resumes_and_extracts_one_category(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = _tiny_mvtec_archive()
-    monkeypatch.setattr(data, "MVTEC_SHA256", hashlib.sha256(payload).hexdigest())
-    (tmp_path / "mvtec_anomaly_detection.tar.xz.part").write_bytes(payload[:100])
-    seen_ranges = []
+    (tmp_path / "bottle.tar.xz.part").write_bytes(payload[:100])
+    seen = []
 
     def serve(request: urllib.request.Request, timeout: float) -> FakeResponse:
-        seen_ranges.append(request.get_header("Range"))
+        seen.append((request.full_url, request.get_header("Range")))
         return FakeResponse(payload[100:], status=206)
 
     monkeypatch.setattr(urllib.request, "urlopen", serve)
-    target = download_mvtec("bottle", tmp_path)
-    assert seen_ranges == ["bytes=100-"]
+    target = download_mvtec("bottle", tmp_path, sha256=hashlib.sha256(payload).hexdigest())
+    assert seen == [(data.MVTEC_URLS["bottle"], "bytes=100-")]
+    assert data.MVTEC_URLS["bottle"].endswith("/bottle.tar.xz")
     assert target == tmp_path / "bottle"
     assert (target / "train" / "good" / "000.png").is_file()
     assert not (tmp_path / "cable").exists()  # only the requested category
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bottle", "mvtec_anomaly_detection.tar.xz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bottle"]  # archive removed after extraction
 
 
 def test_download_restarts_when_the_server_ignores_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = _tiny_mvtec_archive()
-    monkeypatch.setattr(data, "MVTEC_SHA256", hashlib.sha256(payload).hexdigest())
-    (tmp_path / "mvtec_anomaly_detection.tar.xz.part").write_bytes(b"stale bytes")
+    (tmp_path / "cable.tar.xz.part").write_bytes(b"stale bytes")
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload, status=200))
     assert (download_mvtec("cable", tmp_path) / "train" / "good" / "000.png").is_file()
-    assert (tmp_path / "mvtec_anomaly_detection.tar.xz").read_bytes() == payload
