@@ -10,6 +10,7 @@ bgad or naive_push, each from the same phase-1 weights) -> ``evaluate``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -166,10 +167,10 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
 
 def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
     """Phase 1: flows trained by maximum likelihood on normal fibers -> (flows, history)."""
-    cfg = cfg or prep.cfg
+    cfg = _with_device(cfg or prep.cfg)
     flows = make_flows(prep.channels, cfg)
-    with torch_threads(1 if resolve_device(cfg.device) == "cpu" else torch.get_num_threads()):
-        history = train_flows(flows, prep.phase1_levels(), _with_device(cfg), "ml", cfg.epochs_phase1,
+    with torch_threads(_flow_threads(cfg)):
+        history = train_flows(flows, prep.phase1_levels(), cfg, "ml", cfg.epochs_phase1,
                               warmup_epochs=min(2, cfg.epochs_phase1 - 1), progress=progress, desc="phase 1")
     return flows, history
 
@@ -205,8 +206,12 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
 
 
 def _with_device(cfg: BGADConfig) -> BGADConfig:
-    import dataclasses
     return dataclasses.replace(cfg, device=resolve_device(cfg.device))
+
+
+def _flow_threads(cfg: BGADConfig) -> int:
+    """One intra-op thread for the small flow steps on a CPU (more only add overhead there)."""
+    return 1 if cfg.device == "cpu" else torch.get_num_threads()
 
 
 def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: BGADConfig | None = None,
@@ -218,7 +223,7 @@ def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: 
     boundaries = None
     if variant == "bgad" and cfg.boundary == "fixed":
         boundaries = level_boundaries(flows, levels, cfg)
-    with torch_threads(1 if cfg.device == "cpu" else torch.get_num_threads()):
+    with torch_threads(_flow_threads(cfg)):
         history = train_flows(flows, levels, cfg, variant, cfg.epochs_phase2, fixed_boundaries=boundaries,
                               on_epoch_end=on_epoch_end, progress=progress, desc=f"phase 2 {variant}")
     return flows, history, boundaries
