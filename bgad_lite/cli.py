@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="a config JSON file; command-line flags override it")
     r.add_argument("--fast", action="store_true", help="fewer epochs and synthesised anomalies (a smoke run)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    n = sub.add_parser("notebooks",
+                       help="execute the notebook course with papermill, write executed copies and HTML")
+    n.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks (default: runs/notebooks)")
+    n.add_argument("--full", action="store_true", help="full runs (default: SMOKE, a fast check that all runs)")
+    n.add_argument("--only", help="comma-separated notebooks or prefixes, e.g. 01,04 (default: all)")
     return p
 
 
@@ -48,6 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .config import BGADError
+
+    if args.command == "notebooks":
+        from .course import run_notebooks
+
+        try:
+            times = run_notebooks(args.out, smoke=not args.full, names=args.only)
+        except BGADError as e:
+            print(f"bgad-lite: error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # a cell failed: papermill's message names it; the partial copy is in --out
+            print(f"bgad-lite: error: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        for name, seconds in times.items():
+            print(f"{name:<24} {seconds:7.1f} s")
+        print(f"{'total':<24} {sum(times.values()):7.1f} s; executed notebooks and HTML in {args.out}/")
+        return 0
 
     try:
         cfg = config_from_args(args)

@@ -190,7 +190,11 @@ def phase1_checkpoint_dir(prep: Prepared, cfg: BGADConfig | None = None) -> Path
 
 def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
     """:func:`fit_phase1`, or load its result from ``cfg.cache_dir`` when it was trained
-    before with the same settings and data -> (flows, history or None when loaded)."""
+    before with the same settings and data -> (flows, history).
+
+    The training curve is kept beside the flows (``history.json``), so a notebook
+    that loads them can still plot how they were trained.
+    """
     from .checkpoint import load_checkpoint
 
     cfg = cfg or prep.cfg
@@ -198,10 +202,14 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
     if (path / "model.pt").exists():
         flows, _, _ = load_checkpoint(path, cfg)
         log.info("phase 1: loaded %s", path)
-        return flows, None
+        history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
+        return flows, history
     flows, history = fit_phase1(prep, cfg, progress)
     pos = [lv.pos for lv in prep.phase1_levels()]
     save_checkpoint(path, flows, cfg, prep.channels, normalisation_stats(level_logps(flows, prep.train_features, pos)))
+    tmp = path / f"history.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(history))
+    os.replace(tmp, path / "history.json")
     return flows, history
 
 
@@ -281,6 +289,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     timings = dict(prep.timings_s)
 
     t = time.perf_counter()
+    from_cache = (phase1_checkpoint_dir(prep) / "model.pt").exists()
     phase1, hist1 = fit_phase1_cached(prep, progress=progress)
     timings["phase1"] = time.perf_counter() - t  # ~0 when loaded from the cache
 
@@ -307,7 +316,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
                  "n_test": len(prep.test_images)},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "results": results,
-        "phase1_from_cache": hist1 is None,
+        "phase1_from_cache": from_cache,
         "history": histories,
     }
     out.mkdir(parents=True, exist_ok=True)

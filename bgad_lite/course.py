@@ -1,0 +1,303 @@
+"""The notebook course: what every notebook of ``notebooks/`` shares, and a runner for all of them.
+
+The five notebooks (``01_feature_extraction`` ... ``05_margin_explorer``) each open
+with the same three steps, all of which live here so the notebooks agree:
+
+1. :func:`setup_notebook` — seeds, device, plotly renderer (Colab, JupyterLab and
+   static HTML), quiet logging;
+2. :func:`make_config` — the one place that turns the papermill parameters
+   (``DATASET``, ``CATEGORY``, ``BACKBONE``, ``IMAGE_SIZE``, ``EPOCHS``, ``SMOKE``,
+   ``CACHE_DIR``, ``DEVICE``) into a :class:`~bgad_lite.config.BGADConfig`. Every
+   notebook builds the same config from the same parameters, so they share the
+   cached features and the phase-1 checkpoint in ``CACHE_DIR``;
+3. :func:`phase1` — the phase-1 flows, trained once and then loaded from the cache
+   (with their training curve).
+
+:func:`run_notebooks` executes the sequence with papermill (what ``bgad-lite
+notebooks`` and the tests call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from .config import BGADConfig, BGADError
+
+log = logging.getLogger(__name__)
+
+#: The notebooks, in teaching order (file names without ``.ipynb``).
+NOTEBOOKS = ("01_feature_extraction", "02_unsupervised_flow", "03_explicit_boundary", "04_semi_push_pull",
+             "05_margin_explorer")
+#: The repository (``[project.urls] Repository`` of pyproject.toml).
+REPOSITORY = "https://github.com/bgad-lite/bgad-lite"
+#: What Colab installs when ``import bgad_lite`` fails.
+PIP_SPEC = f"bgad-lite @ git+{REPOSITORY}"
+
+#: Epochs of a full run: phase 1 (normal-only ML) and phase 2 (fine-tuning), as `bgad-lite run`.
+FULL_EPOCHS = (BGADConfig.epochs_phase1, BGADConfig.epochs_phase2)  # the library's defaults
+#: What ``SMOKE`` changes: few epochs and CutPastes, small images. Still the whole pipeline;
+#: the numbers it gives are not meaningful, only that everything runs (tests, CI).
+SMOKE_SETTINGS = {"epochs_phase1": 3, "epochs_phase2": 2, "n_cutpaste": 8, "image_size": 64}
+DATASETS = ("textures", "mvtec")
+
+
+# ---------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def smoke_requested(smoke: bool = False) -> bool:
+    """The ``SMOKE`` parameter, or the environment variable ``BGAD_SMOKE=1`` (tests, CI)."""
+    return bool(smoke) or os.environ.get("BGAD_SMOKE", "").strip().lower() in ("1", "true", "yes")
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``None``/``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise BGADError(f"DEVICE={device!r}, but torch sees no CUDA GPU. In Colab: Runtime > Change runtime "
+                        "type > GPU; elsewhere set DEVICE = None (auto) or 'cpu'.")
+    return str(device)
+
+
+def plotly_renderer() -> str:
+    """The plotly renderer that shows figures here.
+
+    Colab needs its own ``"colab"`` renderer. Elsewhere each figure carries two
+    representations: the plotly mimetype (JupyterLab, VS Code: interactive) and
+    HTML that loads plotly.js from its CDN (classic Notebook, nbconvert HTML).
+    GitHub's viewer runs no JavaScript, which is why every notebook also shows a
+    static matplotlib figure beside each interactive one.
+    """
+    return "colab" if in_colab() else "plotly_mimetype+notebook_connected"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | None = None,
+                   log_level: int = logging.INFO) -> str:
+    """The setup step of every notebook; returns the device to use.
+
+    Seeds (Python, NumPy, torch), picks the device (:func:`resolve_device`), sets the
+    plotly renderer (:func:`plotly_renderer`) and lets ``bgad_lite`` log one line per
+    step (e.g. "phase 1: loaded ..." when a cache is used). ``OMP_WAIT_POLICY`` must be
+    set *before* torch is imported, so the notebook's first cell does that itself;
+    here we only warn when it was not.
+    """
+    import matplotlib
+    import plotly.io as pio
+
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and not in_colab():
+        log.warning("OMP_WAIT_POLICY is not PASSIVE: small flow steps on a CPU may stall at random. "
+                    "Set it before importing torch.")
+    seed_everything(seed)
+    device = resolve_device(device)
+    pio.renderers.default = renderer or plotly_renderer()
+    matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": 9})
+    logger = logging.getLogger("bgad_lite")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(log_level)
+    logger.propagate = False
+    return device
+
+
+# ---------------------------------------------------------------------------
+# One config for every notebook
+# ---------------------------------------------------------------------------
+
+
+def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -> tuple[str | None, str]:
+    """``DATASET`` and ``CATEGORY`` -> (``data_dir``, category) for :class:`BGADConfig`.
+
+    - ``"textures"``: the embedded texture set (``data_dir=None``; the library writes it to
+      ``$BGAD_DATA``, a source checkout's ``data/`` or ``~/.cache/bgad-lite/data``);
+      ``category`` is one of ``grass``, ``brick``, ``gravel``.
+    - ``"mvtec"``: one MVTec AD category, downloaded on first use (0.1 to 1 GB, so it
+      is meant for Colab) into ``data_root`` (default: ``<data root>/mvtec``).
+    - any other string: a folder in MVTec AD layout that holds ``category``; the category
+      folder itself is accepted too.
+    """
+    from .synth import TEXTURES
+
+    if dataset == "textures":
+        if category not in TEXTURES:
+            raise BGADError(f"DATASET='textures' has the categories {list(TEXTURES)}, got CATEGORY={category!r}. "
+                            "For MVTec AD use DATASET='mvtec' and e.g. CATEGORY='carpet'.")
+        return None, category
+    if dataset == "mvtec":
+        from .data import download_mvtec
+        from .pipeline import default_data_root
+
+        root = Path(data_root) if data_root else default_data_root() / "mvtec"
+        download_mvtec(category, root)
+        return str(root), category
+    folder = Path(dataset).expanduser()
+    if (folder / "train" / "good").is_dir() and not (folder / category).is_dir():
+        return str(folder.parent), folder.name  # the category folder itself was given
+    if not folder.is_dir():
+        raise BGADError(f"DATASET={dataset!r} is neither 'textures', 'mvtec' nor an existing folder.")
+    return str(folder), category
+
+
+def make_config(dataset: str = "textures", category: str = "grass", backbone: str = "tf_efficientnet_lite0",
+                image_size: int = 128, epochs: int | None = None, epochs_phase2: int | None = None,
+                smoke: bool = False, cache_dir: str = "runs/cache", device: str | None = None, seed: int = 0,
+                data_root: str | None = None, **overrides) -> BGADConfig:
+    """The :class:`BGADConfig` of a notebook, from its parameters (the one place that does this).
+
+    ``epochs`` is the number of phase-1 epochs and ``epochs_phase2`` that of phase 2
+    (``None``: :data:`FULL_EPOCHS`). ``smoke`` (or ``BGAD_SMOKE=1``) applies
+    :data:`SMOKE_SETTINGS` on top. ``overrides`` are any other :class:`BGADConfig` fields.
+    Two notebooks called with the same arguments get equal configs, hence the same
+    cache keys for features and phase-1 flows.
+    """
+    data_dir, category = resolve_dataset(dataset, category, data_root)
+    settings = dict(data_dir=data_dir, category=category, backbone=backbone, image_size=int(image_size),
+                    epochs_phase1=int(epochs or FULL_EPOCHS[0]), epochs_phase2=int(epochs_phase2 or FULL_EPOCHS[1]),
+                    cache_dir=str(cache_dir), device=resolve_device(device), seed=int(seed),
+                    out_dir=str(Path(cache_dir).parent / "out"))
+    if smoke_requested(smoke):
+        settings.update(SMOKE_SETTINGS)
+        settings["image_size"] = min(int(image_size), SMOKE_SETTINGS["image_size"])
+    known = {f.name for f in dataclasses.fields(BGADConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise BGADError(f"make_config: unknown settings {unknown}; known BGADConfig fields are {sorted(known)}.")
+    settings.update(overrides)
+    return BGADConfig(**settings)
+
+
+def describe(cfg: BGADConfig) -> str:
+    """A one-line summary of what a notebook is about to run."""
+    data = cfg.data_dir or "embedded textures"
+    return (f"{cfg.category} ({data}), {cfg.image_size} px, backbone {cfg.backbone}, device {cfg.device}, "
+            f"epochs {cfg.epochs_phase1} + {cfg.epochs_phase2}, {cfg.n_cutpaste} CutPastes, cache {cfg.cache_dir}")
+
+
+# ---------------------------------------------------------------------------
+# Phase 1 with its training curve
+# ---------------------------------------------------------------------------
+
+
+def phase1(prep, cfg: BGADConfig | None = None, progress: bool = True):
+    """Phase 1 for the notebooks: :func:`bgad_lite.pipeline.fit_phase1_cached`.
+
+    The first notebook that needs phase 1 trains it and saves the flows and the
+    training curve in ``CACHE_DIR``; later notebooks load both. Returns
+    (flows, history); history is ``None`` only for a checkpoint cached without it.
+    """
+    from .pipeline import fit_phase1_cached
+
+    return fit_phase1_cached(prep, cfg or prep.cfg, progress=progress)
+
+
+def markdown_table(rows: list[list], header: list[str], floatfmt: str = ".3f") -> str:
+    """A markdown table (show it with ``IPython.display.Markdown``)."""
+    def cell(v):
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Running the sequence
+# ---------------------------------------------------------------------------
+
+
+def notebooks_dir() -> Path:
+    """``notebooks/`` of the source checkout this package was imported from."""
+    path = Path(__file__).resolve().parent.parent / "notebooks"
+    if not path.is_dir():
+        raise BGADError(f"no notebooks folder at {path}: the notebooks ship with the source repository "
+                        f"({REPOSITORY}), not with the installed package. Clone it and run from there.")
+    return path
+
+
+def colab_url(name: str) -> str:
+    """The "Open in Colab" address of a notebook."""
+    gh = REPOSITORY.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{gh}/blob/main/notebooks/{name}.ipynb"
+
+
+def select_notebooks(names=None) -> list[str]:
+    """Full notebook names from full names or prefixes (``"01"``, ``"04_semi"``)."""
+    if names is None:
+        return list(NOTEBOOKS)
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    out = []
+    for n in names:
+        n = n.strip().removesuffix(".ipynb")
+        match = [nb for nb in NOTEBOOKS if nb == n or nb.startswith(n)]
+        if len(match) != 1:
+            raise BGADError(f"notebook {n!r} matches {match or 'nothing'}; choose from {list(NOTEBOOKS)}.")
+        out.append(match[0])
+    return out
+
+
+def export_html(notebook_path: str | Path, html_path: str | Path) -> Path:
+    """Write an executed notebook as one HTML file (nbconvert's ``lab`` template)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    Path(html_path).write_text(body, encoding="utf-8")
+    return Path(html_path)
+
+
+def run_notebooks(out_dir: str | Path, smoke: bool = True, parameters: dict | None = None, names=None,
+                  html: bool = True, progress: bool = False) -> dict[str, float]:
+    """Execute the notebooks with papermill; returns ``{name: seconds}``.
+
+    Each notebook runs in a fresh ``python3`` kernel with ``notebooks/`` as working
+    directory, with ``SMOKE=smoke``, ``PROGRESS=False`` and ``parameters`` injected (e.g.
+    ``{"CACHE_DIR": ..., "DEVICE": "cuda"}``). The executed copies go to
+    ``out_dir/<name>.ipynb`` and, with ``html``, ``out_dir/<name>.html``. Without a
+    ``CACHE_DIR`` parameter the notebooks share their default cache, so later ones
+    load the features and phase-1 flows of earlier ones.
+    """
+    import papermill
+
+    src = notebooks_dir()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"SMOKE": bool(smoke), "PROGRESS": False, **(parameters or {})}  # no progress bars in the copies
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the kernels inherit it
+    times = {}
+    for name in select_notebooks(names):
+        t = time.perf_counter()
+        papermill.execute_notebook(str(src / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=params,
+                                   kernel_name="python3", cwd=str(src), progress_bar=progress, log_output=False)
+        times[name] = time.perf_counter() - t
+        if html:
+            export_html(out / f"{name}.ipynb", out / f"{name}.html")
+        log.info("%s: %.1f s", name, times[name])
+    return times

@@ -1,0 +1,122 @@
+"""The margin explorer, driven like a user would: move sliders, pick images, check what it shows."""
+
+import numpy as np
+import pytest
+import torch
+
+from bgad_lite import BGADConfig, compute_boundaries, pipeline, widgets
+from bgad_lite.synth import make_texture_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny BGAD model (64 px, 2 + 2 epochs) with per-epoch snapshots."""
+    tmp = tmp_path_factory.mktemp("widgets")
+    make_texture_dataset(tmp / "data", "brick", seed=3, n_train=8, n_test_good=4, n_per_type=3, size=64)
+    cfg = BGADConfig(data_dir=str(tmp / "data"), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
+                     epochs_phase1=2, epochs_phase2=2, n_blocks=2, cond_dim=16, batch_images=8, fiber_chunk=512,
+                     cache_dir=str(tmp / "cache"))
+    prep = pipeline.prepare(cfg, progress=False)
+    phase1, _ = pipeline.fit_phase1(prep, progress=False)
+    rec = widgets.EpochRecorder(prep, level=1, max_fibers=500)
+    rec.record(0, phase1)
+    flows, _, _ = pipeline.fit_variant(prep, phase1, "bgad", progress=False, on_epoch_end=rec)
+    return prep, flows, rec
+
+
+@pytest.fixture
+def explorer(trained):
+    prep, flows, rec = trained
+    return widgets.margin_explorer(flows, prep, snapshots=rec, title="tiny bgad")
+
+
+def _expected_boundaries(ex, beta, tau):
+    prep = ex.prep
+    logp = ex.ev["train_logps"][ex.level.value].reshape(-1)
+    b_n, b_a = compute_boundaries(logp, torch.zeros_like(logp, dtype=torch.bool), beta, tau, prep.cfg.normalizer)
+    return float(b_n), float(b_a)
+
+
+def test_it_is_a_widget_drawn_once_at_construction(explorer):
+    import ipywidgets
+
+    assert isinstance(explorer, ipywidgets.VBox)
+    for view in ("hist", "scores", "overlay", "epoch"):
+        assert explorer.png[view].startswith(b"\x89PNG")
+    for view, image in (("hist", explorer.hist_image), ("scores", explorer.score_image),
+                        ("overlay", explorer.overlay_image), ("epoch", explorer.epoch_image)):
+        assert isinstance(image, ipywidgets.Image) and bytes(image.value) == explorer.png[view]
+    assert "b<sub>n</sub>" in explorer.boundary_html.value and "TPR" in explorer.metrics_html.value
+
+
+def test_beta_and_tau_move_the_boundaries_as_compute_boundaries_says(explorer):
+    cfg = explorer.prep.cfg
+    assert explorer.state["b_n"] == pytest.approx(_expected_boundaries(explorer, cfg.beta, cfg.tau)[0], abs=1e-9)
+    before = (explorer.png["hist"], explorer.boundary_html.value, bytes(explorer.hist_image.value))
+    explorer.beta.value = 0.2
+    b_n, b_a = _expected_boundaries(explorer, 0.2, explorer.tau.value)
+    assert explorer.state["b_n"] == pytest.approx(b_n, abs=1e-9)
+    assert explorer.state["b_a"] == pytest.approx(b_a, abs=1e-9)
+    assert f"{b_n:.4f}" in explorer.boundary_html.value
+    assert explorer.png["hist"] != before[0] and explorer.boundary_html.value != before[1]
+    assert bytes(explorer.hist_image.value) != before[2]
+    explorer.tau.value = 0.5
+    assert explorer.state["b_n"] == pytest.approx(b_n, abs=1e-9)  # τ does not move b_n ...
+    assert explorer.state["b_a"] == pytest.approx(b_n - 0.5, abs=1e-9)  # ... only b_a = b_n − τ
+    assert explorer.state["epoch_b_n"] > explorer.state["epoch_b_a"]  # the epoch view follows β, τ too
+    explorer.level.value = 2
+    assert explorer.state["b_n"] == pytest.approx(_expected_boundaries(explorer, 0.2, 0.5)[0], abs=1e-9)
+    assert explorer.state["train_below_bn"] <= 0.2 + 1e-9
+
+
+def test_threshold_gives_the_tpr_and_fpr_of_a_hand_count(explorer):
+    scores, types = explorer.scores, explorer.prep.test_types
+    seen = np.isin(types, explorer.prep.split.seen_types)
+    normal = types == "good"
+    for q in (0.2, 0.5, 0.8):
+        t = float(np.quantile(scores, q))
+        explorer.threshold.value = t
+        t = explorer.threshold.value  # the slider rounds to its step
+        assert explorer.state["fpr"] == pytest.approx(np.mean(scores[normal] >= t))
+        assert explorer.state["tpr_seen"] == pytest.approx(np.mean(scores[seen] >= t))
+        assert explorer.state["tpr_unseen"] == pytest.approx(np.mean(scores[~seen & ~normal] >= t))
+        assert f"{int((scores[normal] >= t).sum())}/{int(normal.sum())}" in explorer.metrics_html.value
+
+
+def test_selecting_another_image_redraws_the_overlay(explorer):
+    before = (explorer.png["overlay"], bytes(explorer.overlay_image.value))
+    other = next(i for _, i in explorer.image.options if i != explorer.image.value)
+    explorer.image.value = other
+    assert explorer.state["image"] == other
+    assert explorer.png["overlay"] != before[0] and bytes(explorer.overlay_image.value) != before[1]
+
+
+def test_epoch_slider_replays_the_snapshots(explorer, trained):
+    _, _, rec = trained
+    assert [s.epoch for s in rec.snapshots] == [0, 1, 2]
+    before = explorer.png["epoch"]
+    explorer.epoch.value = 0
+    assert explorer.state["epoch"] == 0 and explorer.png["epoch"] != before
+    auc = rec.fiber_auroc()
+    assert len(auc["seen"]) == 3 and all(0 <= a <= 1 for a in auc["seen"] if np.isfinite(a))
+
+
+def test_recorder_matches_flow_logp_and_does_not_move_the_flows(trained):
+    from bgad_lite.flow import flow_logp
+
+    prep, flows, rec = trained
+    feats = prep.test_features[1]
+    pos = prep.phase1_levels()[1].pos
+    full = flow_logp(flows[1], feats, pos).reshape(-1).numpy() / prep.cfg.normalizer
+    snap = rec.record(99, flows)
+    assert np.isin(np.round(snap.l_test, 4), np.round(full, 4)).all()
+    assert len(rec.groups) == len(snap.l_test) and set(rec.groups) <= {"normal", "seen", "unseen"}
+
+
+def test_static_figures(explorer, trained):
+    fig = explorer.static_figure()
+    assert len(fig.axes) >= 4
+    fig = widgets.epoch_figure(trained[2])
+    assert len(fig.axes) >= 2
+    anim = widgets.epoch_animation(trained[2])
+    assert len(anim.frames) == len(trained[2].snapshots)
