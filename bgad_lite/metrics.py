@@ -210,11 +210,21 @@ def aupro(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
     labels = labels.ravel()
     is_normal = labels == 0
     n_normal = int(np.count_nonzero(is_normal))
-
     region_size = np.bincount(labels)  # region_size[0] counts the normal pixels (unused)
+
+    # Only the curve up to the first point past fpr_limit matters. Every threshold above the
+    # (k+1)-th highest normal score, k = floor(fpr_limit * n_normal), flags at most k normal
+    # pixels (FPR <= limit), and that score itself flags k+1 (FPR > limit): pixels scoring
+    # below it never change the area. np.partition finds it in O(n); the sort sees the rest.
+    k = int(np.floor(fpr_limit * n_normal))
+    if k < n_normal:
+        normal_scores = scores[is_normal]
+        cut = np.partition(normal_scores, n_normal - k - 1)[n_normal - k - 1]
+        keep = scores >= cut
+        scores, labels, is_normal = scores[keep], labels[keep], is_normal[keep]
     pro_weight = np.where(is_normal, 0.0, 1.0 / (region_size[labels] * n_regions))
 
-    order = np.argsort(-scores, kind="stable")  # descending score
+    order = np.argsort(-scores)  # descending score; ties are grouped below, so no stable sort is needed
     sorted_scores = scores[order]
     pro = np.cumsum(pro_weight[order])
     # FPR from an integer count (equivalent to summing weights 1 / n_normal,

@@ -116,8 +116,13 @@ def synthesise_anomalies(train_images: np.ndarray, labelled_images: np.ndarray, 
         masks.append(fm)
         kinds += ["flip"] * len(fi)
     cp_i, cp_m = [], []
-    for _ in range(cfg.n_cutpaste):
-        a = rng.integers(len(labelled_images))
+    # A tiny defect can vanish when its mask is resized (nearest neighbour): such an anomaly
+    # still counts as labelled, but has nothing to cut.
+    sources = np.flatnonzero(labelled_masks.reshape(len(labelled_masks), -1).any(1))
+    if cfg.n_cutpaste and not len(sources):
+        log.warning("no labelled anomaly has a non-empty mask at %d px: no CutPaste images", cfg.image_size)
+    for _ in range(cfg.n_cutpaste if len(sources) else 0):
+        a = sources[rng.integers(len(sources))]
         n = rng.integers(len(train_images))
         img, m = cutpaste(train_images[n], labelled_images[a], labelled_masks[a], rng)
         cp_i.append(img)

@@ -1,0 +1,17 @@
+"""Benchmarks of bgad-lite: ``python -m benchmarks [--quick] [--only ...] [--out ...]``.
+
+Sections (each one module):
+
+- ``accuracy``    unsupervised / bgad / naive_push on the embedded textures x 3 seeds
+                  (and on the real ``bsdata`` fixture: section ``bsdata``);
+- ``sensitivity`` bgad over beta, tau and the number of labelled anomalies k;
+- ``speed``       end-to-end ``bgad-lite run``, cached features vs the official
+                  backbone-every-epoch design, flow-training throughput vs matmul peak;
+- ``aupro``       the exact vectorised AUPRO vs an official-style 1000-threshold loop;
+- ``scaling``     time and memory as training images and image size grow.
+
+Every number in ``benchmarks/RESULTS.md`` is measured by the run that wrote it;
+each table carries the date and the machine.
+"""
+
+SECTIONS = ("accuracy", "bsdata", "sensitivity", "speed", "aupro", "scaling")
