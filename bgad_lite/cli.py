@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--backbone", help="timm backbone (default: tf_efficientnet_lite0, offline weights)")
     r.add_argument("--image-size", type=int, help="input size in pixels (default: 128)")
     r.add_argument("--seed", type=int, help="random seed (default: 0)")
+    r.add_argument("--seen-types", help="comma-separated defect types the labelled anomalies come from "
+                                        "(default: the first half of the sorted types)")
+    r.add_argument("--n-anomalies", type=int, help="k, the number of labelled anomalies (default: 10)")
     r.add_argument("--out", help="output folder (default: runs/default)")
     r.add_argument("--device", help="cpu, cuda or auto (default: cpu)")
     r.add_argument("--config", help="a config JSON file; command-line flags override it")
@@ -39,7 +42,9 @@ def config_from_args(args: argparse.Namespace):
 
     cfg = BGADConfig.from_json(args.config) if args.config else BGADConfig()
     flags = {"data_dir": args.data, "category": args.category, "backbone": args.backbone,
-             "image_size": args.image_size, "seed": args.seed, "out_dir": args.out, "device": args.device}
+             "image_size": args.image_size, "seed": args.seed, "out_dir": args.out, "device": args.device,
+             "n_anomalies": args.n_anomalies,
+             "seen_types": tuple(t.strip() for t in args.seen_types.split(",")) if args.seen_types else None}
     changes = {k: v for k, v in flags.items() if v is not None}
     if args.fast:
         changes.update(FAST)

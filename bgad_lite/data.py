@@ -456,7 +456,7 @@ def _choose_seen_types(
             raise BGADError(
                 f"category {category.name!r} has only one defect type ({all_types[0]!r}): nothing "
                 f"is left for 'unseen'. Pass seen_types=({all_types[0]!r},) to train and evaluate "
-                f"on seen types only."
+                f"on seen types only (command line: --seen-types {all_types[0]})."
             )
         raise BGADError(
             f"seen_types {list(seen)} covers every defect type of {category.name!r}: nothing is left "

@@ -119,3 +119,14 @@ def test_score_normalisation_modes_rank_the_same_test_set(tiny_root, tmp_path):
     pos = [lv.pos for lv in prep.phase1_levels()]
     alone = anomaly_maps(level_logps(flows, one.test_features, pos), 64, ev_train["level_ref"])
     np.testing.assert_allclose(alone[0], ev_train["maps"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_cli_flags_map_onto_the_config():
+    from bgad_lite.cli import _parser, config_from_args
+
+    args = _parser().parse_args(["run", "--seen-types", "hole, scratch", "--n-anomalies", "4", "--image-size", "64",
+                                 "--fast"])
+    cfg = config_from_args(args)
+    assert cfg.seen_types == ("hole", "scratch") and cfg.n_anomalies == 4 and cfg.image_size == 64
+    assert (cfg.epochs_phase1, cfg.epochs_phase2) == (6, 3)
+    assert config_from_args(_parser().parse_args(["run"])) == BGADConfig()
