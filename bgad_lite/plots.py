@@ -64,9 +64,10 @@ def plot_anomaly_maps(images, masks, maps_by_name: dict[str, np.ndarray], titles
 def plot_logp_histogram(ax, l_normal: np.ndarray, l_anomaly: np.ndarray, b_n: float | None = None,
                         b_a: float | None = None, bins: int = 80, title: str | None = None) -> None:
     """Histograms of l = logp / N for normal and anomalous fibers, with b_n, b_a and the margin."""
-    groups = [v for v in (l_normal, l_anomaly) if len(v)]
-    lo = min(np.percentile(v, 1) for v in groups)  # per group: normals outnumber anomalies ~100:1
-    hi = max(np.percentile(v, 100) for v in groups)
+    # Range from the pooled fibers: the far tail of anomalies (an unbounded push sends some to
+    # l = -200) is clipped into the leftmost bin, so the normal peak and the margin stay readable.
+    both = np.concatenate([l_normal, l_anomaly]) if len(l_anomaly) else l_normal
+    lo, hi = np.percentile(both, [0.5, 100])
     edges = np.linspace(lo, hi, bins)
     ax.hist(np.clip(l_normal, lo, hi), edges, density=True, alpha=0.6, color=NORMAL_COLOR, label="normal")
     if len(l_anomaly):
