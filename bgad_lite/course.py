@@ -63,15 +63,14 @@ def smoke_requested(smoke: bool = False) -> bool:
 
 
 def resolve_device(device: str | None = None) -> str:
-    """``None``/``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``."""
-    import torch
+    """``None``/``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``
+    (:func:`bgad_lite.pipeline.resolve_device`, with a hint for notebooks)."""
+    from .pipeline import resolve_device as _resolve
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise BGADError(f"DEVICE={device!r}, but torch sees no CUDA GPU. In Colab: Runtime > Change runtime "
-                        "type > GPU; elsewhere set DEVICE = None (auto) or 'cpu'.")
-    return str(device)
+    try:
+        return _resolve(device)
+    except BGADError as e:
+        raise BGADError(f"{e} In Colab: Runtime > Change runtime type > GPU; elsewhere set DEVICE = None.") from e
 
 
 def plotly_renderer() -> str:

@@ -46,8 +46,10 @@ def default_data_root() -> Path:
     return Path.home() / ".cache" / "bgad-lite" / "data"
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
+def resolve_device(device: str | None) -> str:
+    """``None``/``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; a CUDA device
+    asked for without a GPU is an error."""
+    if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BGADError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'.")
