@@ -31,6 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks (default: runs/notebooks)")
     n.add_argument("--full", action="store_true", help="full runs (default: SMOKE, a fast check that all runs)")
     n.add_argument("--only", help="comma-separated notebooks or prefixes, e.g. 01,04 (default: all)")
+    n.add_argument("--student", action="store_true", help="execute the student copies in notebooks/student/")
+    s = sub.add_parser("student", help="write the student copies of the notebooks (solutions taken out) "
+                                       "into notebooks/student/")
+    s.add_argument("--check", action="store_true", help="write nothing; exit 1 if a copy is missing or out of date")
+    sl = sub.add_parser("slides", help="write slide-ready figures (boundary histograms, anomaly maps, "
+                                       "seen/unseen table, the margin over epochs) into a folder")
+    sl.add_argument("--out", default="runs/slides", help="output folder (default: runs/slides)")
+    sl.add_argument("--category", default="grass", help="embedded texture (default: grass)")
+    sl.add_argument("--cache", default="runs/cache", help="feature and phase-1 cache (default: runs/cache, "
+                                                           "shared with the notebooks)")
+    sl.add_argument("--dpi", type=int, default=200, help="resolution (default: 200 dpi, 2560 px wide)")
+    sl.add_argument("--smoke", action="store_true", help="a fast run at 64 px with few epochs (only checks that all runs)")
     return p
 
 
@@ -59,11 +71,36 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .config import BGADError
 
+    if args.command == "student":
+        from .student import stale_student_copies, write_student_copies
+
+        if args.check:
+            stale = stale_student_copies()
+            for name in stale:
+                print(f"out of date: notebooks/student/{name}.ipynb (run `bgad-lite student`)", file=sys.stderr)
+            return 1 if stale else 0
+        for path in write_student_copies():
+            print(f"wrote {path}")
+        return 0
+
+    if args.command == "slides":
+        from .slides import write_slides
+
+        try:
+            paths = write_slides(args.out, category=args.category, cache_dir=args.cache, dpi=args.dpi,
+                                 smoke=args.smoke)
+        except BGADError as e:
+            print(f"bgad-lite: error: {e}", file=sys.stderr)
+            return 2
+        for path in paths:
+            print(f"wrote {path}")
+        return 0
+
     if args.command == "notebooks":
         from .course import run_notebooks
 
         try:
-            times = run_notebooks(args.out, smoke=not args.full, names=args.only)
+            times = run_notebooks(args.out, smoke=not args.full, names=args.only, student=args.student)
         except BGADError as e:
             print(f"bgad-lite: error: {e}", file=sys.stderr)
             return 2

@@ -273,7 +273,7 @@ def export_html(notebook_path: str | Path, html_path: str | Path) -> Path:
 
 
 def run_notebooks(out_dir: str | Path, smoke: bool = True, parameters: dict | None = None, names=None,
-                  html: bool = True, progress: bool = False) -> dict[str, float]:
+                  html: bool = True, progress: bool = False, student: bool = False) -> dict[str, float]:
     """Execute the notebooks with papermill; returns ``{name: seconds}``.
 
     Each notebook runs in a fresh ``python3`` kernel with ``notebooks/`` as working
@@ -281,11 +281,13 @@ def run_notebooks(out_dir: str | Path, smoke: bool = True, parameters: dict | No
     ``{"CACHE_DIR": ..., "DEVICE": "cuda"}``). The executed copies go to
     ``out_dir/<name>.ipynb`` and, with ``html``, ``out_dir/<name>.html``. Without a
     ``CACHE_DIR`` parameter the notebooks share their default cache, so later ones
-    load the features and phase-1 flows of earlier ones.
+    load the features and phase-1 flows of earlier ones. With ``student``, the student
+    copies of ``notebooks/student/`` run instead (every exercise check reports "not
+    attempted" and the notebook still runs to the end; :mod:`bgad_lite.student`).
     """
     import papermill
 
-    src = notebooks_dir()
+    src = notebooks_dir() / "student" if student else notebooks_dir()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = {"SMOKE": bool(smoke), "PROGRESS": False, **(parameters or {})}  # no progress bars in the copies
