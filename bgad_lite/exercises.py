@@ -210,7 +210,7 @@ def check_step(exercise: str, attempt: Callable[[], Any], start_flow, level, cfg
     """Compare the flow returned by ``attempt()`` (one optimizer step by hand, from a
     deep copy of ``start_flow``) with one step of ``train_flows`` from the same state."""
     reference, _ = one_step_of_train_flows(start_flow, level, cfg, objective)
-    moved = max(float((p - q).abs().max()) for p, q in zip(reference.parameters(), start_flow.parameters()))
+    moved = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(reference.parameters(), start_flow.parameters()))
     try:
         mine = attempt()
     except NotImplementedError:
@@ -223,7 +223,7 @@ def check_step(exercise: str, attempt: Callable[[], Any], start_flow, level, cfg
     if why:
         return _report(exercise, FAIL, f"{what}: {why}; one step of train_flows moved them by up to "
                                        f"{moved:.2e}".lstrip(": "))
-    worst = max(float((p - q).abs().max()) for p, q in zip(mine.parameters(), reference.parameters()))
+    worst = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(mine.parameters(), reference.parameters()))
     return _report(exercise, PASS, f"{what}: same parameters as one step of train_flows (max |difference| "
                                    f"{worst:.1e}; the step moved them by up to {moved:.2e})".lstrip(": "))
 

@@ -1,9 +1,11 @@
-"""The notebook course: clean committed notebooks, and each one executed on its own in smoke mode."""
+"""The notebook course: clean committed notebooks, the course kit (exercises, recaps, questions,
+student copies), and each notebook — solution and student copy — executed on its own in smoke mode."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bgad_lite import course
+from bgad_lite import course, student
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -59,6 +61,7 @@ def test_notebook_is_clean_and_has_title_badge_and_parameters(name):
     setup = next(c for c in nb.cells if c.cell_type == "code").source
     assert setup.index("OMP_WAIT_POLICY") < setup.index("import torch"), "set OMP_WAIT_POLICY before torch"
     assert 'google.colab" in sys.modules' in setup and "git+https://github.com/bgad-lite/bgad-lite" in setup
+    assert "%pip install" in setup, "the Colab install must show what it does in the cell"
     assert any("What to try" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
@@ -90,21 +93,39 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("bgad_data")
 
 
+def _checks_in(nb) -> list[str]:
+    """The exercise ids a notebook checks, in order (the first argument of every exercises.check* call)."""
+    ids = []
+    for c in nb.cells:
+        if c.cell_type == "code":
+            ids += re.findall(r'exercises\.check(?:_cases|_step)?\(\s*"([0-9.]+)"', c.source)
+    return ids
+
+
+@pytest.mark.parametrize("copy", ["solution", "student"])
 @pytest.mark.parametrize("name", course.NOTEBOOKS)
-def test_notebook_runs_alone_in_smoke_mode(name, tmp_path, data_root, monkeypatch):
+def test_notebook_runs_alone_in_smoke_mode(name, copy, tmp_path, data_root, monkeypatch):
+    """Both copies run to the end; in the solution copy every check passes, in the student copy
+    every check reports "not attempted" (and the library's version carries the notebook on)."""
     monkeypatch.setenv("BGAD_SMOKE", "1")
     monkeypatch.setenv("BGAD_DATA", str(data_root))
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     cache = tmp_path / "cache"  # fresh and empty: the notebook must compute what it needs
     t = time.perf_counter()
-    times = course.run_notebooks(tmp_path / "out", smoke=True, names=[name],
+    times = course.run_notebooks(tmp_path / "out", smoke=True, names=[name], student=copy == "student",
                                  parameters={"CACHE_DIR": str(cache)}, html=True)
-    print(f"{name}: {time.perf_counter() - t:.1f} s")
+    print(f"{name} ({copy}): {time.perf_counter() - t:.1f} s")
     assert list(times) == [name]
 
     nb = nbformat.read(tmp_path / "out" / f"{name}.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    lines = [ln for o in outputs if o.output_type == "stream" for ln in o.text.splitlines()
+             if ln.startswith("[exercise ")]
+    expected = _checks_in(_read(name))
+    assert [ln.split("]")[0].removeprefix("[exercise ") for ln in lines] == expected, lines
+    outcome = "pass" if copy == "solution" else "not attempted"
+    assert all(ln.split("] ", 1)[1].startswith(outcome) for ln in lines), "\n".join(lines)
     mimes = {m for o in outputs for m in o.get("data", {})}
     assert "image/png" in mimes, f"{name}: no matplotlib figure in the executed notebook"
     if name in PLOTLY:
@@ -118,3 +139,66 @@ def test_notebook_runs_alone_in_smoke_mode(name, tmp_path, data_root, monkeypatc
     assert any(cache.glob("features-*.pt")), "the notebook should have filled its cache"
     params = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert params and json.dumps(str(cache)) in params[0].source
+
+
+# ---------------------------------------------------------------------------
+# The course kit
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", course.NOTEBOOKS)
+def test_notebook_has_exercises_recap_questions_and_enough_prose(name):
+    nb = _read(name)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    solutions = [s for s in code if student.has_solution(s)]
+    assert len(solutions) >= 3 and len(_checks_in(nb)) >= 3, f"{name}: needs at least 3 checked exercises"
+    assert len(set(_checks_in(nb))) == len(_checks_in(nb)), f"{name}: exercise ids must be unique"
+    assert all(i.startswith(name[:2] + ".") for i in _checks_in(nb)), f"{name}: exercise ids are <notebook>.<n>"
+    assert any(c.cell_type == "markdown" and c.source.startswith("## Recap") for c in nb.cells), f"{name}: no recap"
+    assert sum("exercises.quiz(" in s for s in code) >= 3, f"{name}: needs at least 3 concept questions"
+    words = student.prose_words(nb)
+    print(f"{name}: {words} words of prose")
+    assert words >= 1000, f"{name}: {words} words of prose, at least 1,000 expected"
+
+
+def test_student_copies_are_up_to_date_and_hold_no_solution():
+    assert student.stale_student_copies() == [], "run `bgad-lite student` and commit notebooks/student/"
+    for name in course.NOTEBOOKS:
+        nb, copy = _read(name), nbformat.read(NB_DIR / "student" / f"{name}.ipynb", as_version=4)
+        assert len(copy.cells) == len(nb.cells)
+        for cell, cell_copy in zip(nb.cells, copy.cells):
+            lines = cell_copy.source.split("\n")
+            assert student.BEGIN not in [ln.strip() for ln in lines] and student.END not in [ln.strip() for ln in lines]
+            if not student.has_solution(cell.source):
+                continue
+            body = cell.source.split(student.BEGIN)[1].split(student.END)[0]
+            for ln in body.split("\n"):  # no line of the answer is left (short common lines aside)
+                if len(ln.strip()) > 12:
+                    assert ln not in lines, f"{name}: solution line left in the student copy: {ln!r}"
+            assert "# YOUR CODE HERE" in cell_copy.source and "raise NotImplementedError()" in cell_copy.source
+        badge = course.colab_url(name).replace("/notebooks/", "/notebooks/student/")
+        assert badge in copy.cells[0].source and "(student copy)" in copy.cells[0].source.split("\n")[0]
+
+
+def test_prose_errors_of_issue_8_stay_fixed():
+    text = {name: "\n".join(c.source for c in _read(name).cells if c.cell_type == "markdown") for name in course.NOTEBOOKS}
+    assert not any("METHOD.md" in t for t in text.values()), "notebooks may cite only files in the repository"
+    assert not any("a minute or two" in t for t in text.values()), "quote measured run times"
+    assert "half the\nsquared Mahalanobis distance" in text["01_feature_extraction"] or \
+        "half the squared Mahalanobis distance" in text["01_feature_extraction"].replace("\n", " ")
+    assert "A = \\max S - S" in text["02_unsupervised_flow"] and "only** with this training" in text["02_unsupervised_flow"]
+    assert "with no limit" not in text["04_semi_push_pull"] and "fades" in text["04_semi_push_pull"]
+    assert "**training** normal fibers" in text["03_explicit_boundary"]
+    assert "this course's protocol" in text["04_semi_push_pull"]
+    assert "three\nminutes" in text["04_semi_push_pull"] or "three minutes" in text["04_semi_push_pull"]
+    for name, t in text.items():
+        for ref in re.findall(r"`((?:docs|bgad_lite|notebooks|tests)/[\w./-]+)`", t):
+            assert (ROOT / ref).exists(), f"{name} points to {ref}, which is not in the repository"
+
+
+def test_margin_explorer_cell_explains_what_is_missing(capsys):
+    cell = next(c for c in _read("05_margin_explorer").cells
+                if c.cell_type == "code" and "widgets.margin_explorer(flows, prep" in c.source)
+    exec(cell.source, {"widgets": None, "display": print})  # the cells above were not run
+    out = capsys.readouterr().out
+    assert "run them first" in out and "flows" in out and "recorder" in out
