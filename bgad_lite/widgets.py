@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import html
 import io
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,7 +219,7 @@ def draw_scores(ax, scores: np.ndarray, groups: np.ndarray, threshold: float, se
     ax.axvspan(threshold, max(scores.max(), threshold) * 1.02 + 1e-9, color=COLORS["threshold"], alpha=0.08)
     ax.set_yticks([0, 1, 2], ["normal", "seen", "unseen"])
     ax.set_ylim(-0.5, 2.5)
-    ax.set_xlabel("image score (max of the anomaly map); right of the line = flagged")
+    ax.set_xlabel("image score = max of the anomaly map (≥ t: flagged)")
 
 
 def draw_overlay(ax_img, ax_map, image: np.ndarray, mask: np.ndarray, amap: np.ndarray, threshold: float,
@@ -333,6 +334,32 @@ def _percent(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{100 * x:.1f}%"
 
 
+def _table(header: list[str], rows: list[list[str]], colors: list[str | None] | None = None) -> str:
+    """A compact HTML table with inline styles only (no ``<style>``: every frontend keeps them)."""
+    cell = "padding:1px 7px; text-align:right; white-space:nowrap"
+    head = "".join(f"<th style='{cell}; border-bottom:1px solid #999'>{h}</th>" for h in header)
+    body = ""
+    for k, row in enumerate(rows):
+        color = (colors or [None] * len(rows))[k]
+        first = f"<td style='{cell}; text-align:left{'; color:' + color if color else ''}'>{row[0]}</td>"
+        body += "<tr>" + first + "".join(f"<td style='{cell}'>{v}</td>" for v in row[1:]) + "</tr>"
+    return f"<table style='border-collapse:collapse; font-size:12px; line-height:1.3'><tr>{head}</tr>{body}</table>"
+
+
+def _text(inner: str) -> str:
+    # Jupyter's widget CSS gives HTML widgets the line height of a control (28 px): reset it.
+    return f"<div style='font-size:12px; line-height:1.35'>{inner}</div>"
+
+
+#: Pixel sizes of the views (PNG drawn at exactly this size and shown 1:1, never stretched).
+#: Two columns of COLUMN px: with the prompt, the explorer fits JupyterLab's notebook at 1366 px
+#: with the file browser open (output area ~930 px) and is at most ~720 px tall.
+COLUMN = 450
+VIEW_PX = {"hist": (COLUMN, 240), "epoch": (COLUMN, 240), "scores": (COLUMN, 210), "overlay": (COLUMN, 210)}
+STALE_KERNEL_HINT = ("Nothing redraws when you move a control? The kernel behind this explorer is gone "
+                     "(restarted or shut down): run the notebook again, Run → Run All Cells.")
+
+
 try:  # ipywidgets is a dependency, but keep ``import bgad_lite.widgets`` cheap to fail clearly
     import ipywidgets as W
 except ImportError:  # pragma: no cover
@@ -344,8 +371,13 @@ class MarginExplorer(W.VBox if W is not None else object):
 
     Controls: ``beta``, ``tau``, ``level``, ``threshold``, ``image`` and, with snapshots,
     ``epoch``. Views: ``hist_image``, ``score_image``, ``overlay_image``, ``epoch_image``
-    (``Image``, PNG bytes in ``.value``) and ``boundary_html``, ``metrics_html`` (``HTML``). ``state`` holds the
+    (``Image``, PNG bytes in ``.value``) and ``boundary_html``, ``metrics_html`` (``HTML``);
+    ``status_html`` says when the views were last redrawn (or what failed). ``state`` holds the
     numbers on display (b_n, b_a, TPR/FPR, ...), ``png`` the last PNG of each view.
+
+    Layout (about 920 x 720 px, a laptop screen): the fiber histogram (β, τ) beside the epoch
+    panel, the image scores (threshold) beside the selected image, the two tables below.
+    Every part has a CSS class ``bgad-<name>`` (``bgad-explorer`` on the whole).
     """
 
     def __init__(self, prep, evaluation: dict, recorder: EpochRecorder | None = None, level: int = 0,
@@ -375,59 +407,88 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.train_scores = image_scores(train_maps)
         self.vmax = float(np.percentile(self.maps, 99.9))
 
-        # --- controls -----------------------------------------------------------
-        style = {"description_width": "initial"}
-        lay = W.Layout(width="330px")
-        self.beta = W.FloatSlider(value=cfg.beta, min=0.001, max=0.3, step=0.001, readout_format=".3f",
-                                  description="β (quantile)", continuous_update=False, style=style, layout=lay)
-        self.tau = W.FloatSlider(value=cfg.tau, min=0.005, max=1.0, step=0.005, readout_format=".3f",
-                                 description="τ (margin)", continuous_update=False, style=style, layout=lay)
+        # --- controls (ipywidgets API common to 7.7 and 8) ----------------------------
+        def slider(cls, desc, width, **kw):
+            return cls(description=desc, continuous_update=False, layout=W.Layout(width=f"{width}px"),
+                       style={"description_width": "initial"}, **kw)
+
+        half = COLUMN // 2 - 4
+        self.beta = slider(W.FloatSlider, "β", half, value=cfg.beta, min=0.001, max=0.3, step=0.001,
+                           readout_format=".3f")
+        self.tau = slider(W.FloatSlider, "τ", half, value=cfg.tau, min=0.005, max=1.0, step=0.005,
+                          readout_format=".3f")
         shapes = [tuple(t.shape[1:]) for t in evaluation["test_logps"]]
         self.level = W.Dropdown(options=[(f"level {i} ({h}x{w} fibers)", i) for i, (h, w) in enumerate(shapes)],
-                                value=min(level, n_levels - 1), description="level", style=style)
+                                value=min(level, n_levels - 1), description="level",
+                                style={"description_width": "initial"}, layout=W.Layout(width="230px"))
         lo = float(min(self.scores.min(), self.train_scores.min()))
         hi = float(max(self.scores.max(), self.train_scores.max()))
         default_t = float(self.train_scores.max()) if threshold is None else float(threshold)
         step = max((hi - lo) / 400, 1e-6)
-        self.threshold = W.FloatSlider(value=min(max(default_t, lo), hi), min=lo, max=hi + step, step=step,
-                                       readout_format=".4f", description="threshold t", continuous_update=False,
-                                       style=style, layout=W.Layout(width="420px"))
+        self.threshold = slider(W.FloatSlider, "threshold t", COLUMN, value=min(max(default_t, lo), hi), min=lo,
+                                max=hi + step, step=step, readout_format=".4f")
         options = []
         for i, (t, g) in enumerate(zip(prep.test_types, self.groups)):
             options.append((f"#{i:03d} {t}" + ("" if g == NORMAL else f" ({g})"), i))
         first = next((i for g in (UNSEEN, SEEN, NORMAL) for i in np.flatnonzero(self.groups == g)), 0)
-        self.image = W.Dropdown(options=options, value=int(first), description="test image", style=style)
+        self.image = W.Dropdown(options=options, value=int(first), description="test image",
+                                style={"description_width": "initial"}, layout=W.Layout(width=f"{COLUMN}px"))
         self.epoch = None
         if recorder is not None and recorder.snapshots:
             epochs = [s.epoch for s in recorder.snapshots]
-            self.epoch = W.IntSlider(value=epochs[-1], min=min(epochs), max=max(epochs), step=1,
-                                     description="epoch (phase 2)", continuous_update=False, style=style,
-                                     layout=W.Layout(width="420px"))
+            self.epoch = slider(W.IntSlider, "phase-2 epoch", COLUMN, value=epochs[-1], min=min(epochs),
+                                max=max(epochs), step=1)
 
         # --- views ----------------------------------------------------------------
         # Views are Image widgets whose PNG bytes are replaced on every redraw: plain synced state
         # that every frontend (Colab's ipywidgets 7, Lab, nbclient, HTML exports) shows, with no
         # output capturing (``with Output():`` intermittently hung nbclient when executing notebooks).
+        # Each is shown at exactly the PNG's pixel size: a flex box would otherwise stretch it.
+        def view(name):
+            w, h = VIEW_PX[name]
+            return W.Image(format="png", layout=W.Layout(width=f"{w}px", height=f"{h}px", min_width=f"{w}px"))
+
         self.hist_image, self.score_image, self.overlay_image, self.epoch_image = (
-            W.Image(format="png") for _ in range(4))
-        self.boundary_html = W.HTML()
-        self.metrics_html = W.HTML()
-        header = W.HTML(
-            f"<h3 style='margin:4px 0'>Margin explorer — {html.escape(title)}</h3>"
-            "<div style='font-size:12px'>β and τ place the explicit boundaries b<sub>n</sub> and "
-            "b<sub>a</sub> = b<sub>n</sub> − τ on the training normals (dashed lines); the threshold t "
-            "flags images whose score ≥ t. Sliders update when released.</div>")
-        rows = [header,
-                W.HBox([self.beta, self.tau, self.level]),
-                W.HBox([self.hist_image, self.boundary_html]),
-                W.HBox([self.threshold, self.image]),
-                W.HBox([self.score_image, self.overlay_image]),
-                self.metrics_html]
+            view(n) for n in ("hist", "scores", "overlay", "epoch"))
+        self.boundary_html = W.HTML(layout=W.Layout(width=f"{COLUMN}px"))
+        self.metrics_html = W.HTML(layout=W.Layout(width=f"{COLUMN}px"))
+        self.status_html = W.HTML()
+        header = W.HTML(_text(
+            f"<b style='font-size:14px'>Margin explorer — {html.escape(title)}</b>&nbsp; β, τ: b<sub>n</sub>, "
+            "b<sub>a</sub> = b<sub>n</sub> − τ from the training normals; t: images scoring ≥ t are flagged"),
+            layout=W.Layout(width=f"{2 * COLUMN - 230 + 10}px"))
+
+        def column(*children):
+            return W.VBox(list(children), layout=W.Layout(width=f"{COLUMN}px", align_items="flex-start",
+                                                          overflow="hidden"))
+
+        def row(*children):
+            return W.HBox(list(children), layout=W.Layout(align_items="flex-start", justify_content="space-between",
+                                                          width=f"{2 * COLUMN + 10}px", margin="0 0 4px 0"))
+
         if self.epoch is not None:
-            rows += [W.HTML("<b>Phase 2, epoch by epoch</b> (level "
-                            f"{recorder.level}; b<sub>n</sub>, b<sub>a</sub> from that epoch's training "
-                            "normals with the β, τ above)"), self.epoch, self.epoch_image]
-        super().__init__(rows)
+            right = column(self.epoch, self.epoch_image)
+        else:
+            right = column(W.HTML(_text("<i>Pass</i> <code>snapshots=EpochRecorder(...)</code> <i>recorded "
+                                        "during</i> <code>fit_variant</code> <i>for the phase-2 epoch panel.</i>")))
+        rows = [row(header, self.level),
+                row(column(W.HBox([self.beta, self.tau]), self.hist_image), right),
+                row(column(self.threshold, self.score_image), column(self.image, self.overlay_image)),
+                row(self.boundary_html, self.metrics_html),
+                self.status_html]
+        super().__init__(rows, layout=W.Layout(width=f"{2 * COLUMN + 14}px", align_items="flex-start",
+                                               padding="2px"))
+        # CSS classes: how tests (and a user's styles) find the parts
+        self.add_class("bgad-explorer")
+        for name in ("beta", "tau", "level", "threshold", "image", "epoch"):
+            if getattr(self, name) is not None:
+                getattr(self, name).add_class(f"bgad-{name}")
+        for name, image in (("hist", self.hist_image), ("scores", self.score_image),
+                            ("overlay", self.overlay_image), ("epoch", self.epoch_image)):
+            image.add_class(f"bgad-{name}-view")
+        self.boundary_html.add_class("bgad-boundary")
+        self.metrics_html.add_class("bgad-metrics")
+        self.status_html.add_class("bgad-status")
 
         # --- wiring: each control redraws only the views that depend on it ---------
         for w in (self.beta, self.tau, self.level):
@@ -437,24 +498,41 @@ class MarginExplorer(W.VBox if W is not None else object):
         if self.epoch is not None:
             self.epoch.observe(self._on_epoch, names="value")
         self.update()  # the static default render
+        self._status("drawn")
 
     # --- handlers -----------------------------------------------------------------
-    def _on_boundary(self, _=None):
-        self.update_boundary()
-        if self.epoch is not None:
-            self.update_epoch()
+    def _status(self, what: str, error: BaseException | None = None) -> None:
+        if error is None:
+            msg = f"<span style='color:#2a7d2a'>✓</span> {html.escape(what)}. {STALE_KERNEL_HINT}"
+        else:
+            msg = (f"<b style='color:#b00'>Redrawing failed ({html.escape(what)}): "
+                   f"{html.escape(type(error).__name__)}: {html.escape(str(error))}</b>")
+        self.status_html.value = f"<div style='font-size:11px; line-height:1.3; color:#555'>{msg}</div>"
 
-    def _on_threshold(self, _=None):
-        self.update_scores()
-        self.update_overlay()
-        self.update_metrics()
+    def _redraw(self, what: str, *steps) -> None:
+        """Run the redraw steps; say in the status line what was redrawn, or what failed (a
+        callback's exception would otherwise only reach JupyterLab's log console)."""
+        t0 = time.perf_counter()
+        try:
+            for step in steps:
+                step()
+        except Exception as e:  # noqa: BLE001 - shown to the user, then raised for the logs
+            self._status(what, e)
+            raise
+        self._status(f"{what}: redrawn in {time.perf_counter() - t0:.1f} s")
 
-    def _on_image(self, _=None):
-        self.update_scores()
-        self.update_overlay()
+    def _on_boundary(self, change=None):
+        steps = [self.update_boundary] + ([self.update_epoch] if self.epoch is not None else [])
+        self._redraw(f"{change['owner'].description} = {change['new']}" if change else "boundaries", *steps)
 
-    def _on_epoch(self, _=None):
-        self.update_epoch()
+    def _on_threshold(self, change=None):
+        self._redraw(f"t = {self.threshold.value:.4f}", self.update_scores, self.update_overlay, self.update_metrics)
+
+    def _on_image(self, change=None):
+        self._redraw(f"test image #{self.image.value}", self.update_scores, self.update_overlay)
+
+    def _on_epoch(self, change=None):
+        self._redraw(f"epoch {self.epoch.value}", self.update_epoch)
 
     def update(self) -> None:
         """Redraw every view from the current control values."""
@@ -474,16 +552,25 @@ class MarginExplorer(W.VBox if W is not None else object):
                                       self.tau.value, self.normalizer)
         return float(b_n), float(b_a)
 
+    def _show(self, view: str, image, draw) -> None:
+        """Draw a view at its pixel size with small fonts, keep the PNG, show it."""
+        import matplotlib
+
+        w, h = VIEW_PX[view]
+        with matplotlib.rc_context({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
+                                    "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7}):
+            fig = _figure(w / 90, h / 90)
+            draw(fig)
+            self.png[view] = _png(fig)
+        image.value = self.png[view]
+
     def update_boundary(self) -> None:
         lv = self.level.value
         b_n, b_a = self.boundaries()
         groups = self.l_test[lv]
-        fig = _figure(5.6, 3.3)
-        ax = fig.subplots()
-        draw_fiber_histogram(ax, groups, b_n, b_a, self.xlim[lv], l_train=self.l_train[lv],
-                             title=f"{self.title}: test fibers, level {lv}")
-        self.png["hist"] = _png(fig)
-        self.hist_image.value = self.png["hist"]
+        self._show("hist", self.hist_image, lambda fig: draw_fiber_histogram(
+            fig.subplots(), groups, b_n, b_a, self.xlim[lv], l_train=self.l_train[lv],
+            title=f"{self.title}: test fibers, level {lv}"))
         frac = {}
         for g, v in groups.items():
             frac[g] = {"below_ba": float((v < b_a).mean()) if len(v) else np.nan,
@@ -491,41 +578,40 @@ class MarginExplorer(W.VBox if W is not None else object):
                        "above_bn": float((v > b_n).mean()) if len(v) else np.nan}
         self.state.update(b_n=b_n, b_a=b_a, beta=self.beta.value, tau=self.tau.value, level=lv, fiber_fractions=frac,
                           train_below_bn=float((self.l_train[lv] < b_n).mean()))
-        rows = "".join(
-            f"<tr><td style='color:{COLORS[g].replace('tab:', '')}'>{g}</td><td>{len(groups[g])}</td>"
-            f"<td>{_percent(frac[g]['below_ba'])}</td><td>{_percent(frac[g]['margin'])}</td>"
-            f"<td>{_percent(frac[g]['above_bn'])}</td></tr>" for g in (NORMAL, SEEN, UNSEEN))
-        self.boundary_html.value = (
-            "<div style='font-size:12px; padding-left:8px'>"
-            f"<b>b<sub>n</sub> = {b_n:.4f}</b>, <b>b<sub>a</sub> = {b_a:.4f}</b><br>"
-            f"β = {self.beta.value:.3f}: {_percent(self.state['train_below_bn'])} of the training normal fibers "
-            "lie below b<sub>n</sub> (≈ β by construction)<br><br>"
-            "<table style='font-size:12px'><tr><th>test fibers</th><th>n</th><th>l &lt; b<sub>a</sub></th>"
-            "<th>margin</th><th>l &gt; b<sub>n</sub></th></tr>" + rows + "</table><br>"
-            "BG-SPP pulls normals below b<sub>n</sub> up and pushes anomalies above b<sub>a</sub> down; "
-            "anomalies already below b<sub>a</sub> are left alone (“semi”).</div>")
+        table = _table(["test fibers", "n", "l &lt; b<sub>a</sub>", "margin", "l &gt; b<sub>n</sub>"],
+                       [[g, str(len(groups[g])), _percent(frac[g]["below_ba"]), _percent(frac[g]["margin"]),
+                         _percent(frac[g]["above_bn"])] for g in (NORMAL, SEEN, UNSEEN)],
+                       [COLORS[g].replace("tab:", "") for g in (NORMAL, SEEN, UNSEEN)])
+        self.boundary_html.value = _text(
+            f"<b>b<sub>n</sub> = {b_n:.4f}, b<sub>a</sub> = {b_a:.4f}</b> (level {lv}); "
+            f"{_percent(self.state['train_below_bn'])} of the training normal fibers lie below b<sub>n</sub> "
+            f"(≈ β = {self.beta.value:.3f})" + table +
+            "BG-SPP pulls normals below b<sub>n</sub> up, pushes anomalies above b<sub>a</sub> down.")
 
     def update_scores(self) -> None:
-        fig = _figure(5.0, 2.6)
-        ax = fig.subplots()
-        draw_scores(ax, self.scores, self.groups, self.threshold.value, self.image.value)
-        ax.axvline(self.train_scores.max(), color="gray", ls=":", lw=1)
-        ax.set_title("test image scores (dotted: highest training-normal score)")
-        self.png["scores"] = _png(fig)
-        self.score_image.value = self.png["scores"]
+        t, i = self.threshold.value, self.image.value
+        r = rates_at(self.scores, self.groups, t)
+
+        def draw(fig):
+            ax = fig.subplots()
+            draw_scores(ax, self.scores, self.groups, t, i)
+            ax.axvline(self.train_scores.max(), color="gray", ls=":", lw=1)
+            ax.set_title(f"test images: t = {t:.3f} flags {r['flagged_normal']} normal, "
+                         f"{r['flagged_seen'] + r['flagged_unseen']} anomalous")
+            ax.set_xlabel("image score = max of its anomaly map (dotted: highest training normal)")
+
+        self._show("scores", self.score_image, draw)
 
     def update_overlay(self) -> None:
         i, t = self.image.value, self.threshold.value
         p = self.prep
-        fig = _figure(4.6, 2.6)
-        ax_img, ax_map = fig.subplots(1, 2)
         verdict = "flagged" if self.scores[i] >= t else "passed"
-        draw_overlay(ax_img, ax_map, p.test_images[i], p.test_masks[i], self.maps[i], t, self.vmax,
-                     f"#{i} {p.test_types[i]} ({self.groups[i]})\nscore {self.scores[i]:.3f}: {verdict}")
-        self.png["overlay"] = _png(fig)
-        self.overlay_image.value = self.png["overlay"]
+        title = f"#{i} {p.test_types[i]} ({self.groups[i]})\nscore {self.scores[i]:.3f}: {verdict}"
+        self._show("overlay", self.overlay_image, lambda fig: draw_overlay(
+            *fig.subplots(1, 2), p.test_images[i], p.test_masks[i], self.maps[i], t, self.vmax, title))
         seg, gt = self.maps[i] >= t, p.test_masks[i]
         self.state.update(image=i, image_score=float(self.scores[i]), image_flagged=bool(self.scores[i] >= t),
+                          overlay_title=title.replace("\n", " "),
                           image_iou=float((seg & gt).sum() / max((seg | gt).sum(), 1)) if gt.any() else float("nan"))
 
     def update_metrics(self) -> None:
@@ -537,39 +623,42 @@ class MarginExplorer(W.VBox if W is not None else object):
         def auroc(subset, key="image_auroc"):
             return f"{m[subset][key]:.3f}" if subset in m else "–"
 
-        self.metrics_html.value = (
-            "<div style='font-size:12px'><table style='font-size:12px'>"
-            f"<tr><th></th><th>at t = {t:.4f}</th><th>flagged</th><th>image AUROC</th><th>AUPRO</th></tr>"
-            f"<tr><td>normal images</td><td>FPR {_percent(r['fpr'])}</td>"
-            f"<td>{r['flagged_normal']}/{r['n_normal']}</td><td></td><td></td></tr>"
-            f"<tr><td>seen-type anomalies</td><td>TPR {_percent(r['tpr_seen'])}</td>"
-            f"<td>{r['flagged_seen']}/{r['n_seen']}</td><td>{auroc('seen')}</td><td>{auroc('seen', 'aupro')}</td></tr>"
-            f"<tr><td>unseen-type anomalies</td><td>TPR {_percent(r['tpr_unseen'])}</td>"
-            f"<td>{r['flagged_unseen']}/{r['n_unseen']}</td><td>{auroc('unseen')}</td>"
-            f"<td>{auroc('unseen', 'aupro')}</td></tr>"
-            f"<tr><td>all</td><td></td><td></td><td>{auroc('all')}</td><td>{auroc('all', 'aupro')}</td></tr>"
-            "</table>AUROC and AUPRO do not depend on t (they sweep every threshold); TPR/FPR do. "
-            f"Highest training-normal score: {self.train_scores.max():.4f}.</div>")
+        table = _table(
+            ["test images", f"at t = {t:.4f}", "flagged", "AUROC", "AUPRO"],
+            [["normal", f"FPR {_percent(r['fpr'])}", f"{r['flagged_normal']}/{r['n_normal']}", "", ""],
+             ["seen-type anomalies", f"TPR {_percent(r['tpr_seen'])}", f"{r['flagged_seen']}/{r['n_seen']}",
+              auroc("seen"), auroc("seen", "aupro")],
+             ["unseen-type anomalies", f"TPR {_percent(r['tpr_unseen'])}",
+              f"{r['flagged_unseen']}/{r['n_unseen']}", auroc("unseen"), auroc("unseen", "aupro")],
+             ["all", "", "", auroc("all"), auroc("all", "aupro")]],
+            [COLORS[NORMAL].replace("tab:", ""), COLORS[SEEN].replace("tab:", ""),
+             COLORS[UNSEEN].replace("tab:", ""), None])
+        self.metrics_html.value = _text(
+            table + "AUROC and AUPRO sweep every threshold: t changes only TPR and FPR.")
 
     def update_epoch(self) -> None:
         rec = self.recorder
         snap = min(rec.snapshots, key=lambda s: abs(s.epoch - self.epoch.value))  # the nearest recorded epoch
         b_n, b_a = _boundaries(snap.l_train, self.beta.value, self.tau.value)
-        fig = _figure(9.0, 2.9)
-        ax, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1])
-        draw_fiber_histogram(ax, {g: snap.l_test[rec.groups == g] for g in (NORMAL, SEEN, UNSEEN)}, b_n, b_a,
-                             epoch_xlim(rec.snapshots, rec.groups), l_train=snap.l_train,
-                             title=f"epoch {snap.epoch}" + (" (end of phase 1)" if snap.epoch == 0 else ""))
         auc = rec.fiber_auroc()
         epochs = [s.epoch for s in rec.snapshots]
-        for g in (SEEN, UNSEEN):
-            ax2.plot(epochs, auc[g], marker=".", color=COLORS[g], label=f"{g} vs normal")
-        ax2.axvline(snap.epoch, color="gray", lw=1)
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("fiber AUROC (−l)")
-        ax2.legend(fontsize=7)
-        self.png["epoch"] = _png(fig)
-        self.epoch_image.value = self.png["epoch"]
+
+        def draw(fig):
+            ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
+            draw_fiber_histogram(ax, {g: snap.l_test[rec.groups == g] for g in (NORMAL, SEEN, UNSEEN)}, b_n, b_a,
+                                 epoch_xlim(rec.snapshots, rec.groups), l_train=snap.l_train,
+                                 title=f"level {rec.level}, epoch {snap.epoch}"
+                                       + (" (end of phase 1)" if snap.epoch == 0 else ""))
+            ax.get_legend().remove()  # the same colours and lines as the histogram beside it
+            ax.set_xlabel("l = log p / N")
+            for g in (SEEN, UNSEEN):
+                ax2.plot(epochs, auc[g], marker=".", color=COLORS[g], label=g)
+            ax2.axvline(snap.epoch, color="gray", lw=1)
+            ax2.set_xlabel("epoch")
+            ax2.set_title("fiber AUROC vs normal")
+            ax2.legend()
+
+        self._show("epoch", self.epoch_image, draw)
         self.state.update(epoch=snap.epoch, epoch_b_n=b_n, epoch_b_a=b_a)
 
     def static_figure(self):
@@ -611,6 +700,53 @@ class MarginExplorer(W.VBox if W is not None else object):
             if sel and len(out) < 4:
                 out.append(int(max(sel, key=lambda j: self.scores[j])))
         return out
+
+
+def check_previous_cells(namespace: dict, *names: str) -> None:
+    """Raise a clear error when a notebook cell needs ``names`` that the cells above define but
+    this kernel has not run (a restarted kernel forgets every variable; running one cell alone
+    does not run the ones above) — instead of a bare ``NameError``::
+
+        widgets.check_previous_cells(globals(), "flows", "prep", "ev", "recorder")
+    """
+    from .config import BGADError
+
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise BGADError(
+            f"this cell needs {', '.join(missing)} from the cells above, which this kernel has not run "
+            "(a restarted kernel forgets every variable; running one cell does not run the cells above). "
+            "Run the notebook from the top: Run → Run All Cells (or Run → Run All Above Selected Cell).")
+
+
+def hide_finished_progress_bars() -> None:
+    """Make tqdm's notebook progress bars *hide* when they finish with ``leave=False``.
+
+    tqdm closes such a bar's widget models, but the notebook keeps the output that displays
+    them: once the notebook is saved and reopened (or the page reloaded) that output shows
+    "Error displaying widget: model not found". A hidden bar keeps its few small models, so
+    it renders as nothing, now and after reopening. Only tqdm's notebook bar is changed (a bar
+    that ended in an error stays visible, as before); calling this twice does nothing more.
+    :func:`bgad_lite.course.setup_notebook` calls it.
+    """
+    try:
+        from tqdm.notebook import tqdm_notebook
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    if getattr(tqdm_notebook.display, "_bgad_hides_finished", False):
+        return
+    original = tqdm_notebook.display
+
+    def display(self, msg=None, pos=None, close=False, bar_style=None, check_delay=True):
+        if close:
+            _, bar, _ = self.container.children
+            if bar.bar_style != "danger":  # tqdm keeps a failed bar on screen
+                self.container.layout.display = "none"  # hidden, its models stay: nothing goes missing
+            return None
+        return original(self, msg, pos, close=close, bar_style=bar_style, check_delay=check_delay)
+
+    display._bgad_hides_finished = True
+    tqdm_notebook.display = display
 
 
 def margin_explorer(flows, prep, cfg=None, *, evaluation: dict | None = None,
