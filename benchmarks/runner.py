@@ -10,11 +10,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bgad_lite.config import PRESETS
+
 from . import SECTIONS
 from .common import BENCH_DIR, DEFAULT_CACHE, DEFAULT_OUT, machine, write_json
 
 QUICK_SECTIONS = ("accuracy", "speed", "aupro")
-QUICK_OVERRIDES = {"epochs_phase1": 6, "epochs_phase2": 3, "n_cutpaste": 20}  # as `bgad-lite run --fast`
+QUICK_OVERRIDES = dict(PRESETS["fast"])  # as `bgad-lite run --fast`
 TEXTURES = ("grass", "gravel", "brick")
 SEEDS = (0, 1, 2)
 

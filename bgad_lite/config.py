@@ -19,8 +19,9 @@ class BGADError(ValueError):
     """A user-facing error: the message says what is wrong and what to do."""
 
 
-VARIANTS = ("unsupervised", "bgad", "naive_push")
+VARIANTS = ("gaussian", "unsupervised", "bgad", "naive_push")
 BOUNDARY_MODES = ("fixed", "per_batch")
+LABEL_RULES = ("half", "ignore", "keep")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class BGADConfig:
     n_anomalies: int = 10  # k labelled anomalies, drawn from the seen types only
     seen_types: tuple[str, ...] | None = None  # None: first half of the sorted types
     n_cutpaste: int = 60  # RandAugmented CutPaste images added for phase 2
+    label_fraction: float = 0.5  # a fiber is anomalous when ≥ this fraction of its cell is defect
+    label_rule: str = "half"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
@@ -41,6 +44,7 @@ class BGADConfig:
     n_blocks: int = 4  # K AllInOneBlocks per level (paper: 8)
     cond_dim: int = 64  # P, positional-encoding channels (paper: 128)
     clamp: float = 1.9  # affine_clamping
+    standardize: bool = False  # standardise each channel (training-normal μ, σ) before the flow
     # --- boundary and loss ----------------------------------------------
     beta: float = 0.01  # β: b_n is the β-quantile of normal logp / N
     tau: float = 0.1  # τ: margin, b_a = b_n - τ
@@ -81,6 +85,10 @@ class BGADConfig:
             raise BGADError(f"normalizer must be > 0, got {self.normalizer} (paper: 10).")
         if self.boundary not in BOUNDARY_MODES:
             raise BGADError(f"boundary must be one of {BOUNDARY_MODES}, got {self.boundary!r}.")
+        if self.label_rule not in LABEL_RULES:
+            raise BGADError(f"label_rule must be one of {LABEL_RULES}, got {self.label_rule!r}.")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise BGADError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
         if self.score_norm not in ("train", "test"):
             raise BGADError(f"score_norm must be 'train' or 'test', got {self.score_norm!r}.")
         bad = [v for v in self.variants if v not in VARIANTS]
@@ -131,3 +139,23 @@ class BGADConfig:
         """Settings that differ: ``{name: (self's, other's)}``."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+#: Named groups of settings, applied with ``dataclasses.replace(cfg, **PRESETS[name])`` (the CLI's
+#: ``--preset``). "fast": a smoke run. "paper": the paper's configuration for a GPU (Colab): the
+#: b6 backbone at 256 px, K = 8 blocks, P = 128, Adam lr 2e-4 and the official schedule of 25
+#: meta-epochs × 8 epochs, the first meta-epoch normal-only (phase 1: 8 epochs, phase 2: 24 × 8).
+#: Its backbone weights come from the timm hub (network needed); on a CPU it takes hours.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "fast": {"epochs_phase1": 6, "epochs_phase2": 3, "n_cutpaste": 20},
+    "paper": {"backbone": "tf_efficientnet_b6", "image_size": 256, "n_blocks": 8, "cond_dim": 128, "lr": 2e-4,
+              "epochs_phase1": 8, "epochs_phase2": 24 * 8, "device": "auto"},
+}
+
+
+def with_preset(cfg: BGADConfig, name: str) -> BGADConfig:
+    """``cfg`` with the settings of preset ``name`` (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise BGADError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return dataclasses.replace(cfg, **PRESETS[name])

@@ -74,6 +74,37 @@ def build_flow(in_channels: int, cond_dim: int, n_blocks: int, clamp: float = 1.
     return flow
 
 
+class Standardized(nn.Module):
+    """A flow on standardised inputs: x̃ = (x − μ) / σ per channel, then z = f(x̃ | c).
+
+    μ and σ are fixed buffers (set from the normal training fibers before training,
+    saved with the weights). The standardisation is itself an invertible map, so
+    the change of variables still gives the density of the *raw* fiber:
+
+        log|det ∂z/∂x| = log|det ∂z/∂x̃| − Σ_c log σ_c
+
+    It changes no optimum, only where training starts: backbone channels have
+    standard deviations of 2–10 and means up to ±10, and a flow that starts near
+    the identity must first learn that scale through clamped couplings.
+    """
+
+    def __init__(self, flow: nn.Module, channels: int):
+        super().__init__()
+        self.flow = flow
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    @torch.no_grad()
+    def set_statistics(self, x: torch.Tensor) -> None:
+        """μ, σ per channel from fibers x (M, C)."""
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor, c: list[torch.Tensor]):
+        z, log_jac_det = self.flow((x - self.mean) / self.std, c=c)
+        return z, log_jac_det - self.std.log().sum()
+
+
 def log_likelihood(z: torch.Tensor, log_jac_det: torch.Tensor) -> torch.Tensor:
     """Per-dimension log-likelihood, (N, C) and (N,) -> (N,).
 
@@ -110,6 +141,33 @@ def downsample_masks(masks: torch.Tensor, height: int, width: int, min_fraction:
     m = masks.float()[:, None]  # (N, 1, S, S)
     frac = torch.nn.functional.adaptive_avg_pool2d(m, (height, width))[:, 0]  # (N, H, W) defect fraction
     return frac >= min_fraction if min_fraction > 0 else frac > 0
+
+
+def fiber_labels(masks: torch.Tensor, height: int, width: int, min_fraction: float = 0.5,
+                 keep_small: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training labels of fibers from (N, S, S) bool pixel masks -> (anomalous, ignore), each (N, height, width).
+
+    - anomalous: at least ``min_fraction`` of the cell is defect (as :func:`downsample_masks`);
+      with ``keep_small``, a defect region (a connected component of the mask) that reaches
+      that fraction in no cell still marks the one cell it covers most — so a 5-px pit keeps a
+      fiber at every level instead of vanishing from the coarse ones.
+    - ignore: cells that a defect touches but that are not anomalous. They are neither
+      clean normals (the ML and pull terms would raise their likelihood) nor anomalies, so
+      training leaves them out.
+    """
+    from scipy import ndimage
+
+    frac = torch.nn.functional.adaptive_avg_pool2d(masks.float()[:, None], (height, width))[:, 0]  # (N, H, W)
+    anomalous = frac >= min_fraction
+    if keep_small:
+        for i in range(len(masks)):
+            regions, n = ndimage.label(masks[i].numpy())
+            for r in range(1, n + 1):
+                region = torch.from_numpy(regions == r).float()[None, None]  # (1, 1, S, S)
+                f = torch.nn.functional.adaptive_avg_pool2d(region, (height, width))[0, 0]  # (H, W)
+                if not (f >= min_fraction).any():
+                    anomalous[i].view(-1)[int(f.argmax())] = True
+    return anomalous, (frac > 0) & ~anomalous
 
 
 @torch.no_grad()

@@ -22,15 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from . import diagnostics, metrics
 from .checkpoint import save_checkpoint
 from .config import BGADConfig, BGADError
 from .data import Category, FewShotSplit, few_shot_split, load_category, load_split, with_groups
 from .features import cached_features, create_backbone, fingerprint
-from .flow import downsample_masks
+from .flow import downsample_masks, fiber_labels, positional_encoding_2d
+from .gaussian import GaussianModel
 from .scoring import anomaly_maps, image_scores, level_logps, normalisation_stats
-from .synth import cutpaste, flip_augment, make_texture_dataset
-from .train import LevelData, level_boundaries, make_flows, make_levels, torch_threads, train_flows
+from .synth import DEFAULT_SEEN_TYPES, cutpaste, flip_augment, make_texture_dataset
+from .train import LevelData, level_boundaries, make_flows, set_input_statistics, make_levels, torch_threads, train_flows
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,19 @@ class Prepared:
 
     def phase2_levels(self) -> list[LevelData]:
         """Normal training images + synthesised anomalies, fibers labelled by the masks."""
-        feats, masks = [], []
-        all_masks = torch.from_numpy(np.concatenate([np.zeros(self.train_images.shape[:3], bool),
-                                                     self.anomaly_masks]))  # (N_train + N_anom, S, S)
+        feats, masks, ignore = [], [], []
+        anom_masks = torch.from_numpy(self.anomaly_masks)  # (N_anom, S, S)
         for ft, fa in zip(self.train_features, self.anomaly_features):
-            f = torch.cat([ft, fa])  # (N_train + N_anom, C, H, W)
-            feats.append(f)
-            masks.append(downsample_masks(all_masks, f.shape[2], f.shape[3]))
-        return make_levels(feats, masks, self.cfg.cond_dim)
+            feats.append(torch.cat([ft, fa]))  # (N_train + N_anom, C, H, W)
+            h, w = ft.shape[2:]
+            normal = torch.zeros(len(ft), h, w, dtype=torch.bool)
+            if self.cfg.label_rule == "half":
+                m, ig = downsample_masks(anom_masks, h, w, self.cfg.label_fraction), None
+            else:
+                m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, keep_small=self.cfg.label_rule == "keep")
+            masks.append(torch.cat([normal, m]))  # (N_train + N_anom, H, W)
+            ignore.append(None if ig is None else torch.cat([normal, ig]))
+        return make_levels(feats, masks, self.cfg.cond_dim, None if ignore[0] is None else ignore)
 
 
 def _resolve_data(cfg: BGADConfig, progress: bool) -> tuple[Path, str]:
@@ -149,7 +155,10 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
     category = load_category(root, name)
     if groups:
         category = with_groups(category, groups)
-    split = few_shot_split(category, cfg.n_anomalies, cfg.seen_types, cfg.seed)
+    seen_types = cfg.seen_types
+    if seen_types is None and cfg.data_dir is None:
+        seen_types = DEFAULT_SEEN_TYPES  # the embedded set's split: subtle types among the unseen
+    split = few_shot_split(category, cfg.n_anomalies, seen_types, cfg.seed, require_unseen=cfg.seen_types is None)
     s = cfg.image_size
     train_images, _, _ = load_split(category.train, s, progress)
     lab_images, lab_masks, _ = load_split(split.labelled, s, progress)
@@ -176,13 +185,14 @@ def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = T
     """Phase 1: flows trained by maximum likelihood on normal fibers -> (flows, history)."""
     cfg = _with_device(cfg or prep.cfg)
     flows = make_flows(prep.channels, cfg)
+    set_input_statistics(flows, prep.train_features)
     with torch_threads(_flow_threads(cfg)):
         history = train_flows(flows, prep.phase1_levels(), cfg, "ml", cfg.epochs_phase1,
                               warmup_epochs=min(2, cfg.epochs_phase1 - 1), progress=progress, desc="phase 1")
     return flows, history
 
 
-PHASE1_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks", "cond_dim", "clamp", "lr",
+PHASE1_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks", "cond_dim", "clamp", "standardize", "lr",
                "epochs_phase1", "batch_images", "fiber_chunk", "seed")
 
 
@@ -244,23 +254,85 @@ def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: 
     return flows, history, boundaries
 
 
+_SHARED: tuple | None = None  # (prep, phase-1 flows, cfg), inherited by forked workers
+
+
+def _fit_variant_worker(variant: str):
+    prep, phase1_flows, cfg = _SHARED
+    torch.set_num_threads(1)
+    flows, history, boundaries = fit_variant(prep, phase1_flows, variant, cfg, progress=False)
+    return variant, flows.state_dict(), history, boundaries
+
+
+def parallel_workers(cfg: BGADConfig, n_variants: int) -> int:
+    """How many processes :func:`fit_variants` uses: on a Linux CPU one per variant (each
+    single-threaded, as flow steps run best), capped by the cores; elsewhere 1."""
+    import sys
+
+    if cfg.device != "cpu" or not sys.platform.startswith("linux"):
+        return 1  # a GPU runs the variants one after another; fork is only safe on Linux
+    return max(1, min(n_variants, os.cpu_count() or 1, 3))
+
+
+def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGADConfig | None = None,
+                 progress: bool = True, workers: int | None = None) -> dict:
+    """:func:`fit_variant` for each of ``variants`` -> {variant: (flows, history, boundaries)}.
+
+    The variants are independent (each starts from the phase-1 flows, with its own seeded
+    shuffling), so on a CPU they train in parallel processes: the same numbers as one after
+    another (a test checks it), in about 1 / workers of the time.
+    """
+    global _SHARED
+    cfg = _with_device(cfg or prep.cfg)
+    variants = list(variants)
+    workers = parallel_workers(cfg, len(variants)) if workers is None else workers
+    if workers <= 1 or len(variants) <= 1:
+        return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    _SHARED = (prep, phase1_flows, cfg)
+    out = {}
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            bar = tqdm(total=len(variants), desc=f"phase 2 ({workers} processes)", disable=not progress, leave=False)
+            for variant, state, history, boundaries in pool.imap_unordered(_fit_variant_worker, variants):
+                flows = copy.deepcopy(phase1_flows)
+                flows.load_state_dict(state)
+                out[variant] = (flows.eval(), history, boundaries)
+                bar.update(1)
+            bar.close()
+    finally:
+        _SHARED = None
+    return {v: out[v] for v in variants}
+
+
 def _subset_metrics(maps, scores, masks, labels) -> dict[str, float]:
     return {"image_auroc": metrics.image_auroc(scores, labels),
             "pixel_auroc": metrics.pixel_auroc(maps, masks),
             "aupro": metrics.aupro(maps, masks)}
 
 
-def evaluate(flows: nn.ModuleList, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
-    """Score the test set; metrics on all / seen / unseen and per defect type.
+def model_logps(model, features: list[torch.Tensor], cfg: BGADConfig) -> list[torch.Tensor]:
+    """Per-dimension logp of every fiber, L x (N, H_l, W_l), from flows or a :class:`GaussianModel`."""
+    if isinstance(model, GaussianModel):
+        return model.level_logps(features)
+    pos = [positional_encoding_2d(cfg.cond_dim, f.shape[2], f.shape[3]) for f in features]
+    return level_logps(model, features, pos, cfg.device)
+
+
+def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
+    """Score the test set with flows (or the Gaussian reference); metrics on all / seen /
+    unseen and per defect type.
 
     Returns {"metrics": {...}, "maps": (N, S, S), "scores": (N,), "test_logps": [L x (N, H_l, W_l)],
-    "level_ref": [m_l(h, w)]}.
+    "train_logps": [...], "level_ref": [m_l(h, w)]}.
     """
     cfg = _with_device(cfg or prep.cfg)
-    pos = [lv.pos for lv in prep.phase1_levels()]
-    train_logps = level_logps(flows, prep.train_features, pos, cfg.device)
+    train_logps = model_logps(model, prep.train_features, cfg)
     level_ref = normalisation_stats(train_logps)
-    test_logps = level_logps(flows, prep.test_features, pos, cfg.device)
+    test_logps = model_logps(model, prep.test_features, cfg)
     maps = anomaly_maps(test_logps, cfg.image_size, level_ref if cfg.score_norm == "train" else None)
     scores = image_scores(maps)
     good = prep.test_types == "good"
@@ -301,17 +373,26 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     timings["phase1"] = time.perf_counter() - t  # ~0 when loaded from the cache
 
     results, evals, histories = {}, {}, {"phase1": hist1}
+    diag = {"label_counts": diagnostics.label_counts(prep), "rates": {"phase1": diagnostics.boundary_rates(phase1, prep)}}
+    t = time.perf_counter()
+    trained = fit_variants(prep, phase1, [v for v in cfg.variants if v != "gaussian"], progress=progress)
+    timings["phase2"] = time.perf_counter() - t  # all flow variants, in parallel on a CPU
     for variant in cfg.variants:
         t = time.perf_counter()
-        flows, hist, boundaries = fit_variant(prep, phase1, variant, progress=progress)
-        timings[f"phase2_{variant}"] = time.perf_counter() - t
+        if variant == "gaussian":  # the reference: nothing to train, nothing to checkpoint
+            model = GaussianModel.fit(prep.train_features)
+            timings["fit_gaussian"] = time.perf_counter() - t
+        else:
+            model, hist, boundaries = trained[variant]
+            histories[variant] = hist
+            diag["rates"][variant] = diagnostics.boundary_rates(model, prep)
         t = time.perf_counter()
-        ev = evaluate(flows, prep)
+        ev = evaluate(model, prep)
         timings[f"eval_{variant}"] = time.perf_counter() - t
         results[variant] = ev["metrics"]
         evals[variant] = ev
-        histories[variant] = hist
-        save_checkpoint(out / "checkpoints" / variant, flows, cfg, prep.channels, ev["level_ref"], boundaries)
+        if variant != "gaussian":
+            save_checkpoint(out / "checkpoints" / variant, model, cfg, prep.channels, ev["level_ref"], boundaries)
 
     timings["total"] = time.perf_counter() - t_start
     summary = {
@@ -325,9 +406,10 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
         "results": results,
         "phase1_from_cache": from_cache,
         "history": histories,
+        "diagnostics": diag,
     }
     out.mkdir(parents=True, exist_ok=True)
-    plots.save_run_figures(out / "figures", prep, evals, cfg)
+    plots.save_run_figures(out / "figures", prep, evals, cfg, histories, diag)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "results.json")

@@ -106,8 +106,40 @@ def plot_training_curve(history: list[dict[str, float]], keys=("ml", "pull", "pu
     return fig or ax.figure
 
 
-def save_run_figures(figdir: str | Path, prep, evals: dict, cfg) -> None:
-    """The figures of ``bgad-lite run``: anomaly maps and histograms per variant."""
+def plot_phase2_diagnostics(histories: dict, rates: dict):
+    """Does phase 2 learn? Left: the push and pull terms per epoch (summed over levels) of each
+    phase-2 variant. Right: per level, the fraction of labelled-anomaly fibers below b_a after
+    phase 1 and after each variant (:func:`bgad_lite.diagnostics.boundary_rates`)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name, hist in histories.items():
+        if name == "phase1" or not hist:
+            continue
+        for key, ls in (("push", "-"), ("pull", "--")):
+            vals = [sum(v for k, v in h.items() if k.split("/")[0] == key) for h in hist]
+            if any(vals):
+                ax1.plot(range(1, len(vals) + 1), vals, ls=ls, marker=".", label=f"{name}: {key}")
+    ax1.set_xlabel("phase-2 epoch")
+    ax1.set_ylabel("loss term (sum over levels)")
+    ax1.legend(fontsize=7)
+    names = list(rates)
+    n_levels = len(rates[names[0]])
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        vals = [np.nan if r["labelled_below_b_a"] is None else 100 * r["labelled_below_b_a"] for r in rates[name]]
+        ax2.bar(np.arange(n_levels) + i * width, vals, width, label=name)
+    ax2.axhline(90, color="grey", ls=":", lw=1)
+    ax2.set_xticks(np.arange(n_levels) + 0.4 - width / 2, [f"level {j}" for j in range(n_levels)])
+    ax2.set_ylabel("labelled-anomaly fibers below $b_a$ (%)")
+    ax2.set_ylim(0, 100)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_run_figures(figdir: str | Path, prep, evals: dict, cfg, histories: dict | None = None,
+                     diagnostics: dict | None = None) -> None:
+    """The figures of ``bgad-lite run``: anomaly maps and histograms per variant, and
+    (given the histories and diagnostics) what phase 2 did to the labelled anomalies."""
     figdir = Path(figdir)
     figdir.mkdir(parents=True, exist_ok=True)
     idx = pick_examples(prep.test_types, per_type=1)
@@ -129,3 +161,7 @@ def save_run_figures(figdir: str | Path, prep, evals: dict, cfg) -> None:
     fig.tight_layout()
     fig.savefig(figdir / "logp_histograms.png", dpi=110)
     plt.close(fig)
+    if histories is not None and diagnostics is not None:
+        fig = plot_phase2_diagnostics(histories, diagnostics["rates"])
+        fig.savefig(figdir / "phase2_diagnostics.png", dpi=110)
+        plt.close(fig)

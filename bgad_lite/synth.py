@@ -9,19 +9,25 @@ greyscale, public domain / CC0), so everything works offline:
 * each defect image is a fresh normal crop plus one synthetic defect of one
   of :data:`DEFECT_TYPES`, and its pixel mask.
 
-The four defect types look different from each other on purpose: BGAD is
-trained with a few labelled anomalies of the *seen* types and should still
-find the *unseen* ones.
+The seven defect types differ in size, contrast and shape, from obvious to
+barely visible, like the defects of real inspection data: BGAD is trained
+with a few labelled anomalies of the *seen* types and should still find the
+*unseen* ones.
 
 =========  ===============================================================
+crack      a jagged, branching dark line, 2-3.5 px wide
+discolour  a 30-45 % lighter or darker region, no change of hue
 hole       a dark elliptical pit with a lit rim on one side
 patch      a shrunken piece of ANOTHER texture (e.g. gravel in grass), hard edges
+pit        one to four dark specks of 7-12 px, close together
 scratch    a thin curved line, brighter or darker than the texture
 stain      a smooth, irregular, low-contrast brownish discolouration
 =========  ===============================================================
 
-With the default ``seen_types=None`` the first half of the sorted types
-(``hole``, ``patch``) is seen and ``scratch``, ``stain`` are unseen.
+With the default ``seen_types=None`` the embedded set uses
+:data:`DEFAULT_SEEN_TYPES`: ``hole``, ``patch`` and ``scratch`` are seen (the
+labelled anomalies come from them); ``crack``, ``discolour``, ``pit`` and
+``stain`` are unseen, so "unseen" holds the subtle types and one easy one.
 
 The module also holds the two augmentations of BGAD's training data:
 :func:`cutpaste` ("RandAugmented CutPaste") and :func:`flip_augment`
@@ -53,10 +59,13 @@ logger = logging.getLogger(__name__)
 TEXTURES = ("grass", "brick", "gravel")
 
 #: The synthetic defect types, sorted.
-DEFECT_TYPES = ("hole", "patch", "scratch", "stain")
+DEFECT_TYPES = ("crack", "discolour", "hole", "patch", "pit", "scratch", "stain")
+
+#: The types the labelled anomalies come from when ``seen_types`` is not given.
+DEFAULT_SEEN_TYPES = ("hole", "patch", "scratch")
 
 #: Bump when the generated images change, so stale data sets are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 
 #: The stamp file that marks a folder as made by :func:`make_texture_dataset`.
 STAMP_NAME = ".bgad_dataset.json"
@@ -259,7 +268,75 @@ def _patch(image: np.ndarray, rng: np.random.Generator, scale: float, host: str)
     return np.clip(out, 0.0, 1.0).astype(np.float32), mask
 
 
+def _crack(image: np.ndarray, rng: np.random.Generator, scale: float, host: str) -> tuple[np.ndarray, np.ndarray]:
+    """A hairline crack: a jagged random walk with a side branch, 2–3.5 px wide, dark."""
+    size = image.shape[0]
+    length = rng.uniform(60.0, 120.0) * scale
+    cy, cx = _random_centre(rng, size, length / 2 + 2)
+    line = np.zeros((size, size), dtype=bool)
+
+    def walk(y: float, x: float, angle: float, steps: int) -> list[tuple[float, float]]:
+        points = []
+        for _ in range(steps):
+            angle += rng.normal(0.0, 0.2)  # jagged, unlike the smooth scratch
+            y, x = y + math.sin(angle), x + math.cos(angle)
+            points.append((y, x))
+        return points
+
+    angle = rng.uniform(0.0, 2 * math.pi)
+    half = int(length / 2)
+    trunk = walk(cy, cx, angle, half)[::-1] + walk(cy, cx, angle + math.pi, half)
+    by, bx = trunk[int(rng.integers(len(trunk) // 4, 3 * len(trunk) // 4))]
+    branch = walk(by, bx, angle + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2), int(length * rng.uniform(0.2, 0.4)))
+    for y, x in trunk + branch:
+        line[int(np.clip(round(y), 0, size - 1)), int(np.clip(round(x), 0, size - 1))] = True
+    distance = ndimage.distance_transform_edt(~line)
+    half_width = max(0.75, rng.uniform(1.0, 1.75) * scale)  # 2–3.5 px wide at 256
+    alpha = np.clip(half_width + 0.5 - distance, 0.0, 1.0).astype(np.float32)
+    darken = rng.uniform(0.1, 0.3)  # the crack keeps 10–30 % of the brightness
+    out = image * (1 - alpha[..., None] * (1 - darken))
+    return out.astype(np.float32), distance <= half_width + 1.0
+
+
+def _pit(image: np.ndarray, rng: np.random.Generator, scale: float, host: str) -> tuple[np.ndarray, np.ndarray]:
+    """A few small dark pits close together, each 7–12 px across at 256 px (like pitting on a ball screw)."""
+    size = image.shape[0]
+    spread = rng.uniform(6.0, 14.0) * scale
+    cy, cx = _random_centre(rng, size, spread + 8 * scale + 2)
+    yy, xx = _grid(size)
+    alpha = np.zeros((size, size), dtype=np.float32)
+    for _ in range(int(rng.integers(1, 5))):
+        py, px = cy + rng.normal(0.0, spread / 2), cx + rng.normal(0.0, spread / 2)
+        r = max(1.5, rng.uniform(3.5, 6.0) * scale)
+        d = np.sqrt((yy - py) ** 2 + (xx - px) ** 2) / r
+        alpha = np.maximum(alpha, np.clip(1.3 - d, 0.0, 1.0))
+    grey = image[..., 0]
+    dark = rng.uniform(0.05, 0.2) + 0.3 * grey
+    new_grey = grey * (1 - alpha) + dark * alpha
+    out = image + (new_grey - grey)[..., None]
+    return np.clip(out, 0.0, 1.0).astype(np.float32), alpha > 0.3
+
+
+def _discolour(image: np.ndarray, rng: np.random.Generator, scale: float, host: str) -> tuple[np.ndarray, np.ndarray]:
+    """A faint grey-level change (30–45 % lighter or darker) over a smooth irregular region; no hue."""
+    size = image.shape[0]
+    radius = max(4.0, rng.uniform(14.0, 32.0) * scale)
+    cy, cx = _random_centre(rng, size, radius * 1.2 + 2)
+    yy, xx = _grid(size)
+    envelope = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2))
+    noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma=max(1.0, radius / 3))
+    noise /= noise.std() + 1e-8
+    shape = envelope * (1.0 + 0.6 * noise) > 0.4
+    strength = ndimage.gaussian_filter(shape.astype(np.float32), sigma=max(1.0, radius / 6))
+    factor = rng.uniform(1.3, 1.45) if rng.random() < 0.5 else rng.uniform(0.55, 0.7)
+    out = image * (1 + (factor - 1) * strength[..., None])
+    return np.clip(out, 0.0, 1.0).astype(np.float32), strength > 0.3
+
+
 _DEFECTS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "crack": _crack,
+    "discolour": _discolour,
+    "pit": _pit,
     "hole": _hole,
     "patch": _patch,
     "scratch": _scratch,
@@ -403,9 +480,16 @@ def make_texture_dataset(
     root = Path(root)
     target = root / texture
     if target.exists() and not overwrite:
-        if _read_stamp(target) == stamp:
+        old_stamp = _read_stamp(target)
+        if old_stamp == stamp:
             logger.info("reusing the texture data set in %s", target)
             return target
+        if old_stamp is not None and {**old_stamp, "version": None, "defect_types": None} == {
+                **stamp, "version": None, "defect_types": None}:
+            logger.info("replacing %s: written by generator version %s, now %s", target,
+                        old_stamp.get("version"), GENERATOR_VERSION)
+            overwrite = True  # an older version of this very data set: regenerate it
+    if target.exists() and not overwrite:
         raise BGADError(
             f"{target} already exists and was not made by make_texture_dataset with these "
             f"settings. Pass overwrite=True to replace it, or pick another root folder."

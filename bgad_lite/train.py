@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .boundary import compute_boundaries
 from .config import BGADConfig, BGADError
-from .flow import build_flow, flow_logp, log_likelihood, positional_encoding_2d, to_fibers
+from .flow import Standardized, build_flow, flow_logp, log_likelihood, positional_encoding_2d, to_fibers
 from .losses import bg_spp_loss, focal_weights, ml_loss, naive_push_loss
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,32 @@ class LevelData:
     features: torch.Tensor  # (N, C, H, W) cached backbone features
     masks: torch.Tensor  # (N, H, W) bool, True = anomalous fiber
     pos: torch.Tensor  # (P, H, W) positional encoding
+    ignore: torch.Tensor | None = None  # (N, H, W) bool, True = left out of training
 
 
-def make_levels(features: list[torch.Tensor], masks: list[torch.Tensor], cond_dim: int) -> list[LevelData]:
+def make_levels(features: list[torch.Tensor], masks: list[torch.Tensor], cond_dim: int,
+                ignore: list[torch.Tensor] | None = None) -> list[LevelData]:
     """Bundle per-level features and fiber masks with their positional encodings."""
-    return [LevelData(f, m, positional_encoding_2d(cond_dim, f.shape[2], f.shape[3]))
-            for f, m in zip(features, masks)]
+    ignore = ignore or [None] * len(features)
+    return [LevelData(f, m, positional_encoding_2d(cond_dim, f.shape[2], f.shape[3]), ig)
+            for f, m, ig in zip(features, masks, ignore)]
 
 
 def make_flows(channels: list[int], cfg: BGADConfig) -> nn.ModuleList:
-    """One conditional flow per level, reproducible from ``cfg.seed``."""
-    return nn.ModuleList([build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + l)
-                          for l, c in enumerate(channels)])
+    """One conditional flow per level, reproducible from ``cfg.seed``; with
+    ``cfg.standardize`` each is wrapped in :class:`~bgad_lite.flow.Standardized`
+    (its μ, σ are set by :func:`set_input_statistics`)."""
+    flows = [build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + l) for l, c in enumerate(channels)]
+    if cfg.standardize:
+        flows = [Standardized(f, c) for f, c in zip(flows, channels)]
+    return nn.ModuleList(flows)
+
+
+def set_input_statistics(flows: nn.ModuleList, features: list[torch.Tensor]) -> None:
+    """μ, σ of every channel over the normal training fibers, for standardised flows."""
+    for flow, f in zip(flows, features):
+        if isinstance(flow, Standardized):
+            flow.set_statistics(f.transpose(0, 1).reshape(f.shape[1], -1).T)  # (N, C, H, W) -> (N·H·W, C)
 
 
 def objective_terms(logp: torch.Tensor, is_anomaly: torch.Tensor, objective: str, cfg: BGADConfig,
@@ -142,6 +156,9 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
         for s in torch.randperm(n_img, generator=gen).split(cfg.batch_images):
             for l, (flow, lv, opt) in enumerate(zip(flows, levels, opts)):
                 x, c, m = to_fibers(lv.features[s], lv.pos, lv.masks[s])  # (B·H·W, C), (B·H·W, P), (B·H·W,)
+                if lv.ignore is not None:
+                    keep = ~lv.ignore[s].reshape(-1)  # (B·H·W,)
+                    x, c, m = x[keep], c[keep], m[keep]
                 if objective in ("ml", "unsupervised"):
                     x, c, m = x[~m], c[~m], m[~m]
                 perm = torch.randperm(len(x), generator=gen)

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from bgad_lite import BGADError, build_flow, log_likelihood, positional_encoding_2d
-from bgad_lite.flow import downsample_masks, to_fibers
+from bgad_lite.flow import Standardized, downsample_masks, fiber_labels, to_fibers
 
 
 # ---------------------------------------------------------------- positional encoding
@@ -238,3 +238,54 @@ def test_downsample_masks_default_needs_half_the_cell():
     assert out[0].sum() == 1 and out[0, 0, 0]
     assert not out[1].any() and not out[2].any()
     assert downsample_masks(masks, 4, 4, min_fraction=0.25)[1, 0, 0]
+
+
+# ---------------------------------------------------------------- fiber labels for training
+def test_fiber_labels_keep_a_small_defect_and_ignore_touched_cells():
+    masks = torch.zeros(2, 16, 16, dtype=torch.bool)
+    masks[0, 1:3, 1:3] = True  # a 2x2 pit: 4/16 of cell (0, 0) -> below half everywhere
+    masks[0, 6:14, 8:16] = True  # 8x8 block over cells (1..3, 2..3): rows 6-7 cover half of row 1
+    masks[1, 5, 5] = True  # one pixel in cell (1, 1)
+    anomalous, ignore = fiber_labels(masks, 4, 4)
+    expected = torch.zeros(2, 4, 4, dtype=torch.bool)
+    expected[0, 0, 0] = True  # kept: the cell the pit covers most
+    expected[0, 1:4, 2:4] = True  # row 1 is exactly half covered (rows 4-7 of which 6-7)
+    expected[1, 1, 1] = True
+    assert torch.equal(anomalous, expected)
+    assert not ignore.any()  # every touched cell is anomalous here
+    # without keep_small the pit and the pixel vanish, and their cells are ignored instead
+    half, ignore_half = fiber_labels(masks, 4, 4, keep_small=False)
+    assert torch.equal(half, downsample_masks(masks, 4, 4))
+    assert ignore_half[0, 0, 0] and ignore_half[1, 1, 1] and ignore_half.sum() == 2
+    assert not (half & ignore_half).any()
+
+
+def test_fiber_labels_two_regions_in_one_cell_count_separately():
+    masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+    masks[0, 0, 0] = True
+    masks[0, 0, 3] = True  # two single-pixel regions, both in cell (0, 0) of a 2x2 grid
+    masks[0, 4:8, 4:8] = True  # a whole cell
+    anomalous, ignore = fiber_labels(masks, 2, 2)
+    assert anomalous[0].tolist() == [[True, False], [False, True]]
+    assert not ignore.any()
+
+
+# ---------------------------------------------------------------- standardised flows
+def test_standardized_flow_is_the_density_of_the_raw_fiber():
+    torch.manual_seed(0)
+    c, p = 3, 4
+    inner = build_flow(c, p, n_blocks=2, seed=1).double()
+    flow = Standardized(inner, c).double()
+    raw = torch.randn(200, c, dtype=torch.float64) * torch.tensor([5.0, 0.5, 2.0], dtype=torch.float64) + 3.0
+    flow.set_statistics(raw)
+    assert torch.allclose(flow.mean, raw.mean(0)) and torch.allclose(flow.std, raw.std(0))
+    cond = torch.randn(4, p, dtype=torch.float64)
+    x = raw[:4]
+    z, ljd = flow(x, c=[cond])
+    z_in, ljd_in = inner((x - flow.mean) / flow.std, c=[cond])
+    assert torch.allclose(z, z_in)
+    assert torch.allclose(ljd, ljd_in - torch.log(flow.std).sum())
+    # log|det ∂z/∂x| by autograd, fiber by fiber
+    for i in range(4):
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None], c=[cond[i:i + 1]])[0][0], x[i])
+        assert float(torch.linalg.slogdet(jac)[1]) == pytest.approx(float(ljd[i].detach()), abs=1e-8)

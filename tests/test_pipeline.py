@@ -39,17 +39,24 @@ def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
     assert not set(data["seen_types"]) & set(data["unseen_types"])
     assert data["n_train_normal"] == 8 and data["n_train_anomalies"] == 2
     assert data["n_test"] == 4 + 3 * len(DEFECT_TYPES) - 2  # the labelled anomalies leave the test set
-    assert set(saved["results"]) == {"unsupervised", "bgad", "naive_push"}
+    assert set(saved["results"]) == {"gaussian", "unsupervised", "bgad", "naive_push"}
     for res in saved["results"].values():
         for subset in ("all", "seen", "unseen"):
             for metric in ("image_auroc", "pixel_auroc", "aupro"):
                 assert 0.0 <= res[subset][metric] <= 1.0
-    assert set(saved["timings_s"]) >= {"data", "features", "phase1", "phase2_bgad", "total"}
+    assert set(saved["timings_s"]) >= {"data", "features", "phase1", "fit_gaussian", "phase2", "total"}
+    diag = saved["diagnostics"]
+    assert len(diag["label_counts"]) == 3 and set(diag["rates"]) == {"phase1", "unsupervised", "bgad", "naive_push"}
+    for rates in diag["rates"].values():
+        for row in rates:
+            assert row["b_a"] == pytest.approx(row["b_n"] - cfg.tau)
+    assert (out / "figures" / "phase2_diagnostics.png").stat().st_size > 1000
     assert summary["results"] == saved["results"]
     assert (out / "figures" / "anomaly_maps.png").stat().st_size > 1000
     assert (out / "figures" / "logp_histograms.png").stat().st_size > 1000
     flows, saved_cfg, payload = load_checkpoint(out / "checkpoints" / "bgad", cfg)
     assert saved_cfg == cfg and len(flows) == 3 and len(payload["level_ref"]) == 3
+    assert not (out / "checkpoints" / "gaussian").exists()  # nothing trained, nothing saved
 
 
 def test_run_is_reproducible_and_reuses_the_phase1_cache(tiny_root, tmp_path):
@@ -130,3 +137,20 @@ def test_cli_flags_map_onto_the_config():
     assert cfg.seen_types == ("hole", "scratch") and cfg.n_anomalies == 4 and cfg.image_size == 64
     assert (cfg.epochs_phase1, cfg.epochs_phase2) == (6, 3)
     assert config_from_args(_parser().parse_args(["run"])) == BGADConfig()
+
+
+def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
+    cfg = tiny_config(tiny_root, tmp_path, standardize=True, label_rule="keep")
+    prep = pipeline.prepare(cfg, progress=False)
+    phase1, _ = pipeline.fit_phase1(prep, progress=False)
+    seq = pipeline.fit_variants(prep, phase1, ["bgad", "naive_push"], progress=False, workers=1)
+    par = pipeline.fit_variants(prep, phase1, ["bgad", "naive_push"], progress=False, workers=2)
+    assert list(par) == ["bgad", "naive_push"]
+    for v in seq:
+        a, b = seq[v][0].state_dict(), par[v][0].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
+        assert seq[v][1] == par[v][1]
+    # phase 2 moved the weights away from phase 1, differently per variant
+    p1 = phase1.state_dict()
+    moved = [k for k in p1 if not torch.equal(p1[k], seq["bgad"][0].state_dict()[k])]
+    assert moved and not torch.equal(seq["bgad"][0].state_dict()[moved[0]], seq["naive_push"][0].state_dict()[moved[0]])

@@ -160,6 +160,17 @@ def test_other_settings_refused_then_overwritten(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["brick"]  # no temp folders left
 
 
+def test_an_older_generator_version_is_regenerated(tmp_path: Path) -> None:
+    folder = make_texture_dataset(tmp_path, "brick", seed=0, **SMALL)
+    stamp = json.loads((folder / STAMP_NAME).read_text())
+    old = {**stamp, "version": stamp["version"] - 1, "defect_types": ["hole", "patch", "scratch", "stain"]}
+    (folder / STAMP_NAME).write_text(json.dumps(old))
+    (folder / "test" / "crack").rename(folder / "stale")  # what an old version did not write
+    make_texture_dataset(tmp_path, "brick", seed=0, **SMALL)  # no error: replaced in place
+    assert json.loads((folder / STAMP_NAME).read_text()) == stamp
+    assert (folder / "test" / "crack").is_dir() and not (folder / "stale").exists()
+
+
 def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "grass").mkdir()
     (tmp_path / "grass" / "my_photos.txt").write_text("precious")
