@@ -77,12 +77,27 @@ def plotly_renderer() -> str:
     """The plotly renderer that shows figures here.
 
     Colab needs its own ``"colab"`` renderer. Elsewhere each figure carries two
-    representations: the plotly mimetype (JupyterLab, VS Code: interactive) and
-    HTML that loads plotly.js from its CDN (classic Notebook, nbconvert HTML).
-    GitHub's viewer runs no JavaScript, which is why every notebook also shows a
-    static matplotlib figure beside each interactive one.
+    representations: the plotly mimetype (JupyterLab, VS Code: interactive, drawn by
+    the plotly.js that the JupyterLab extension bundles, so it works offline) and
+    HTML that loads plotly.js from its CDN (classic Notebook, nbconvert HTML exports).
+    Plotly's ``notebook_connected`` renderer would also print, before the first
+    figure, an HTML output that imports plotly.js from the CDN; JupyterLab runs that
+    script, and offline it fails. ``bgad_html`` is the same renderer without that
+    output (each figure's HTML loads plotly.js itself). GitHub's viewer runs no
+    JavaScript, which is why every notebook also shows a static matplotlib figure
+    beside each interactive one.
     """
-    return "colab" if in_colab() else "plotly_mimetype+notebook_connected"
+    if in_colab():
+        return "colab"
+    import copy
+
+    import plotly.io as pio
+
+    if "bgad_html" not in pio.renderers:
+        html = copy.copy(pio.renderers["notebook_connected"])
+        html.global_init = False  # no CDN import at the first figure; the figures' HTML is unchanged
+        pio.renderers["bgad_html"] = html
+    return "plotly_mimetype+bgad_html"
 
 
 def seed_everything(seed: int) -> None:
@@ -100,7 +115,10 @@ def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | Non
     """The setup step of every notebook; returns the device to use.
 
     Seeds (Python, NumPy, torch), picks the device (:func:`resolve_device`), sets the
-    plotly renderer (:func:`plotly_renderer`) and lets ``bgad_lite`` log one line per
+    plotly renderer (:func:`plotly_renderer`), makes finished progress bars hide rather
+    than close (:func:`bgad_lite.widgets.hide_finished_progress_bars`: a closed bar
+    shows "Error displaying widget: model not found" once the notebook is reopened) and
+    lets ``bgad_lite`` log one line per
     step (e.g. "phase 1: loaded ..." when a cache is used). ``OMP_WAIT_POLICY`` must be
     set *before* torch is imported, so the notebook's first cell does that itself;
     here we only warn when it was not.
@@ -114,6 +132,9 @@ def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | Non
     seed_everything(seed)
     device = resolve_device(device)
     pio.renderers.default = renderer or plotly_renderer()
+    from .widgets import hide_finished_progress_bars
+
+    hide_finished_progress_bars()
     matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": 9})
     logger = logging.getLogger("bgad_lite")
     if not logger.handlers:

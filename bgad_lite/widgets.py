@@ -356,8 +356,8 @@ def _text(inner: str) -> str:
 #: with the file browser open (output area ~930 px) and is at most ~720 px tall.
 COLUMN = 450
 VIEW_PX = {"hist": (COLUMN, 240), "epoch": (COLUMN, 240), "scores": (COLUMN, 210), "overlay": (COLUMN, 210)}
-STALE_KERNEL_HINT = ("Nothing redraws when you move a control? The kernel behind this explorer is gone "
-                     "(restarted or shut down): run the notebook again, Run → Run All Cells.")
+STALE_KERNEL_HINT = ("Nothing redraws when you move a control? Then the kernel behind this explorer is gone "
+                     "(restarted): Run → Run All Cells.")
 
 
 try:  # ipywidgets is a dependency, but keep ``import bgad_lite.widgets`` cheap to fail clearly
@@ -408,36 +408,36 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.vmax = float(np.percentile(self.maps, 99.9))
 
         # --- controls (ipywidgets API common to 7.7 and 8) ----------------------------
-        def slider(cls, desc, width, **kw):
-            return cls(description=desc, continuous_update=False, layout=W.Layout(width=f"{width}px"),
-                       style={"description_width": "initial"}, **kw)
+        # Controls carry no ``description``: ipywidgets 7 typesets descriptions with the MathJax 2
+        # API, which JupyterLab 4 (MathJax 3) lacks (one console error per control). Each control
+        # has an HTML label beside it instead (see ``labelled`` below).
+        def slider(cls, width, **kw):
+            return cls(continuous_update=False, layout=W.Layout(width=f"{width}px"), **kw)
 
         half = COLUMN // 2 - 4
-        self.beta = slider(W.FloatSlider, "β", half, value=cfg.beta, min=0.001, max=0.3, step=0.001,
+        self.beta = slider(W.FloatSlider, half - 26, value=cfg.beta, min=0.001, max=0.3, step=0.001,
                            readout_format=".3f")
-        self.tau = slider(W.FloatSlider, "τ", half, value=cfg.tau, min=0.005, max=1.0, step=0.005,
+        self.tau = slider(W.FloatSlider, half - 26, value=cfg.tau, min=0.005, max=1.0, step=0.005,
                           readout_format=".3f")
         shapes = [tuple(t.shape[1:]) for t in evaluation["test_logps"]]
         self.level = W.Dropdown(options=[(f"level {i} ({h}x{w} fibers)", i) for i, (h, w) in enumerate(shapes)],
-                                value=min(level, n_levels - 1), description="level",
-                                style={"description_width": "initial"}, layout=W.Layout(width="230px"))
+                                value=min(level, n_levels - 1), layout=W.Layout(width="180px"))
         lo = float(min(self.scores.min(), self.train_scores.min()))
         hi = float(max(self.scores.max(), self.train_scores.max()))
         default_t = float(self.train_scores.max()) if threshold is None else float(threshold)
         step = max((hi - lo) / 400, 1e-6)
-        self.threshold = slider(W.FloatSlider, "threshold t", COLUMN, value=min(max(default_t, lo), hi), min=lo,
+        self.threshold = slider(W.FloatSlider, COLUMN - 92, value=min(max(default_t, lo), hi), min=lo,
                                 max=hi + step, step=step, readout_format=".4f")
         options = []
         for i, (t, g) in enumerate(zip(prep.test_types, self.groups)):
             options.append((f"#{i:03d} {t}" + ("" if g == NORMAL else f" ({g})"), i))
         first = next((i for g in (UNSEEN, SEEN, NORMAL) for i in np.flatnonzero(self.groups == g)), 0)
-        self.image = W.Dropdown(options=options, value=int(first), description="test image",
-                                style={"description_width": "initial"}, layout=W.Layout(width=f"{COLUMN}px"))
+        self.image = W.Dropdown(options=options, value=int(first), layout=W.Layout(width=f"{COLUMN - 92}px"))
         self.epoch = None
         if recorder is not None and recorder.snapshots:
             epochs = [s.epoch for s in recorder.snapshots]
-            self.epoch = slider(W.IntSlider, "phase-2 epoch", COLUMN, value=epochs[-1], min=min(epochs),
-                                max=max(epochs), step=1)
+            self.epoch = slider(W.IntSlider, COLUMN - 112, value=epochs[-1], min=min(epochs), max=max(epochs),
+                                step=1)
 
         # --- views ----------------------------------------------------------------
         # Views are Image widgets whose PNG bytes are replaced on every redraw: plain synced state
@@ -454,9 +454,12 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.metrics_html = W.HTML(layout=W.Layout(width=f"{COLUMN}px"))
         self.status_html = W.HTML()
         header = W.HTML(_text(
-            f"<b style='font-size:14px'>Margin explorer — {html.escape(title)}</b>&nbsp; β, τ: b<sub>n</sub>, "
-            "b<sub>a</sub> = b<sub>n</sub> − τ from the training normals; t: images scoring ≥ t are flagged"),
+            f"<b style='font-size:14px'>Margin explorer — {html.escape(title)}</b>&nbsp; β, τ set b<sub>n</sub> "
+            "and b<sub>a</sub> = b<sub>n</sub> − τ; images scoring ≥ t are flagged"),
             layout=W.Layout(width=f"{2 * COLUMN - 230 + 10}px"))
+
+        def labelled(label, control, width):
+            return W.HBox([W.HTML(label, layout=W.Layout(width=f"{width}px")), control])
 
         def column(*children):
             return W.VBox(list(children), layout=W.Layout(width=f"{COLUMN}px", align_items="flex-start",
@@ -467,13 +470,15 @@ class MarginExplorer(W.VBox if W is not None else object):
                                                           width=f"{2 * COLUMN + 10}px", margin="0 0 4px 0"))
 
         if self.epoch is not None:
-            right = column(self.epoch, self.epoch_image)
+            right = column(labelled("phase-2 epoch", self.epoch, 100), self.epoch_image)
         else:
             right = column(W.HTML(_text("<i>Pass</i> <code>snapshots=EpochRecorder(...)</code> <i>recorded "
                                         "during</i> <code>fit_variant</code> <i>for the phase-2 epoch panel.</i>")))
-        rows = [row(header, self.level),
-                row(column(W.HBox([self.beta, self.tau]), self.hist_image), right),
-                row(column(self.threshold, self.score_image), column(self.image, self.overlay_image)),
+        rows = [row(header, labelled("level", self.level, 50)),
+                row(column(W.HBox([labelled("β", self.beta, 18), labelled("τ", self.tau, 18)]), self.hist_image),
+                    right),
+                row(column(labelled("threshold t", self.threshold, 80), self.score_image),
+                    column(labelled("test image", self.image, 80), self.overlay_image)),
                 row(self.boundary_html, self.metrics_html),
                 self.status_html]
         super().__init__(rows, layout=W.Layout(width=f"{2 * COLUMN + 14}px", align_items="flex-start",
@@ -523,7 +528,7 @@ class MarginExplorer(W.VBox if W is not None else object):
 
     def _on_boundary(self, change=None):
         steps = [self.update_boundary] + ([self.update_epoch] if self.epoch is not None else [])
-        self._redraw(f"{change['owner'].description} = {change['new']}" if change else "boundaries", *steps)
+        self._redraw(f"β = {self.beta.value:.3f}, τ = {self.tau.value:.3f}, level {self.level.value}", *steps)
 
     def _on_threshold(self, change=None):
         self._redraw(f"t = {self.threshold.value:.4f}", self.update_scores, self.update_overlay, self.update_metrics)

@@ -99,20 +99,23 @@ def _version(python: str, module: str) -> str:
 def _widgets7_env() -> dict:
     """The ipywidgets-7 set-up, built once under OUT (rebuilt when its recipe changes)."""
     import jupyterlab
+    import plotly
 
     venv = OUT / "venv-widgets7"
     kernel_site = venv / "kernel-site"  # ipywidgets 7 for the kernel, first on its sys.path
     recipe = {"jupyterlab": jupyterlab.__version__, "jupyterlab_widgets": JUPYTERLAB_WIDGETS7, "ipywidgets": WIDGETS7,
-              "python": sys.version.split()[0]}
+              "plotly": plotly.__version__, "python": sys.version.split()[0]}
     stamp = venv / "bgad-recipe.json"
     python = venv / "bin" / "python"
     if not (stamp.exists() and json.loads(stamp.read_text()) == recipe and python.exists()):
         shutil.rmtree(venv, ignore_errors=True)
         try:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
-            # the server: JupyterLab (same version as here) with the ipywidgets-7 frontend only
+            # the server: JupyterLab (same version as here) with the ipywidgets-7 frontend only, and
+            # plotly for its JupyterLab extension (the renderer of plotly's mimetype)
             subprocess.run([str(python), "-m", "pip", "install", "-q", f"jupyterlab=={jupyterlab.__version__}",
-                            JUPYTERLAB_WIDGETS7], check=True, capture_output=True, text=True, timeout=1200)
+                            JUPYTERLAB_WIDGETS7, f"plotly=={plotly.__version__}"], check=True, capture_output=True,
+                           text=True, timeout=1200)
             # the kernel's ipywidgets 7 (no dependencies: the rest comes from this interpreter)
             subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--target", str(kernel_site),
                             f"ipywidgets=={WIDGETS7}", "ipython_genutils==0.2.0"], check=True, capture_output=True,
