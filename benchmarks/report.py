@@ -44,6 +44,9 @@ def write_results_md(out_dir: Path, md_path: Path, order) -> str:
                          "another takes longer than alone (shared caches and memory bandwidth, and other users of "
                          "the machine), so two workers give well under 2× the throughput of one — the per-job "
                          "times are in each section."), ""]
+    summary = targets_summary(out_dir)
+    if summary:
+        parts += ["**Issue 7 targets** (\"Done when\"; each section below gives the figures):", ""] + summary + [""]
     rel = os.path.relpath(out_dir, md_path.parent)
     for name in order:
         data = read_json(out_dir / f"{name}.json")
@@ -56,6 +59,49 @@ def write_results_md(out_dir: Path, md_path: Path, order) -> str:
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(text)
     return text
+
+
+def _v(met) -> str:
+    return "not measured" if met is None else verdict(met)
+
+
+def _missed(checks) -> str:
+    from .accuracy import check_text
+
+    bad = [check_text(c).split(":")[0] for c in checks if c["met"] is False]
+    return f" (missed: {'; '.join(bad)})" if bad else ""
+
+
+def targets_summary(out_dir: Path) -> list[str]:
+    """One line per target of issue 7, from the section JSON files present in ``out_dir``."""
+    from . import accuracy, speed
+
+    lines = []
+    acc = read_json(out_dir / "accuracy.json")
+    if acc and acc.get("runs") is not None:
+        q = " (quick settings)" if acc.get("mode") == "quick" else ""
+        t = accuracy.accuracy_target(acc)
+        for sc in t["scopes"]:
+            lines.append(f"- Embedded textures, {sc['scope']}{q}: {_v(sc['met'])}{_missed(sc['checks'])}")
+        lines.append(f"- Labelled-anomaly fibers ≥ {100 * accuracy.RATE_TARGET:.0f} % below b_a after phase 2, "
+                     f"embedded textures{q}: {_v(t['rates_met'])}"
+                     + "".join(f"; {r['dataset']} {_v(r['met'])}" for r in t["rates"]))
+    bs = read_json(out_dir / "bsdata.json")
+    if bs and bs.get("runs") is not None:
+        q = " (quick settings)" if bs.get("mode") == "quick" else ""
+        t = accuracy.bsdata_target(bs)
+        lines.append(f"- BSData, seeds {', '.join(map(str, bs.get('seeds_run', [])))}{q}: {_v(t['met'])}"
+                     f"{_missed(t['checks'])}")
+        lines.append(f"- Labelled-anomaly fibers ≥ {100 * accuracy.RATE_TARGET:.0f} % below b_a after phase 2, "
+                     f"BSData{q}: {_v(t['rates_met'])}")
+    sp = read_json(out_dir / "speed.json")
+    e = (sp or {}).get("e2e")
+    if e and "error" not in e:
+        ok = e["wall_s"] <= speed.E2E_TARGET_S and e["peak_rss_mb"] <= speed.E2E_TARGET_MB
+        lines.append(f"- Default `bgad-lite run` ≤ {speed.E2E_TARGET_S:.0f} s and ≤ {speed.E2E_TARGET_MB / 1024:.0f} GB: "
+                     f"{e['wall_s']:.0f} s, {e['peak_rss_mb']:.0f} MB → {verdict(ok)}"
+                     + ("" if "gaussian" in (e.get("results") or {}) else "; its table has no `gaussian` row"))
+    return lines
 
 
 def replot(out_dir: Path) -> None:

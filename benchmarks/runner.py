@@ -80,6 +80,9 @@ def main(argv=None) -> int:
     clean = lambda ov: acc._clean(ov, defaults)  # noqa: E731
 
     # --- models: (dataset, seed) -> phase-2 runs sharing one phase-1 model --------------------
+    # `gaussian` (acc.VARIANTS) needs no phase-1 model; it is queued after the phase-1 job like the
+    # flow variants all the same, so that it finds that job's features in the cache instead of
+    # extracting them in a second process at the same time.
     plan: dict[tuple, list] = defaultdict(list)
     if "accuracy" in sections:
         for tex in textures:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .common import md_table, stamp_line, verdict
 
-E2E_TARGET_S = 120.0
+E2E_TARGET_S = 180.0  # issue 7: the default `bgad-lite run` within 180 s and 2 GB on the 2-core CPU
 E2E_TARGET_MB = 2048.0
 THROUGHPUT_TARGET = 0.30
 
@@ -335,36 +335,48 @@ def render_speed(data: dict) -> str:
     if e:
         out += ["**End to end**: `" + e["command"] + "` in a fresh working folder (fresh feature and phase-1 "
                 "cache; the embedded data set already on disk), run as a subprocess; peak RSS from "
-                "`getrusage(RUSAGE_CHILDREN)` of a wrapper whose only child it is. The other core ran another "
-                "benchmark job meanwhile (flow training uses one thread).", ""]
+                "`getrusage(RUSAGE_CHILDREN)` of a wrapper whose only child it is — the largest resident set of "
+                "that process or of any process it started (the phase-2 worker processes included), not the sum "
+                "of processes running at the same time; CPU time is summed over all of them. The command trains "
+                "its phase-2 flow variants in parallel single-thread processes (`pipeline.fit_variants`), and the "
+                "other benchmark worker ran its own job meanwhile, so the two shared the cores.", ""]
         if "error" in e:
             out.append(f"ERROR: {e['error']}")
         else:
             t = e["timings_s"]
-            rows = [["wall time", f"{e['wall_s']:.0f} s", f"< {E2E_TARGET_S:.0f} s", verdict(e["wall_s"] < E2E_TARGET_S)],
-                    ["peak memory (RSS)", f"{e['peak_rss_mb']:.0f} MB", f"< {E2E_TARGET_MB:.0f} MB",
-                     verdict(e["peak_rss_mb"] < E2E_TARGET_MB)]]
+            rows = [["wall time", f"{e['wall_s']:.0f} s", f"≤ {E2E_TARGET_S:.0f} s", verdict(e["wall_s"] <= E2E_TARGET_S)],
+                    ["peak memory (largest RSS)", f"{e['peak_rss_mb']:.0f} MB", f"≤ {E2E_TARGET_MB:.0f} MB",
+                     verdict(e["peak_rss_mb"] <= E2E_TARGET_MB)]]
             out += [md_table(["", "measured", "target", ""], rows), ""]
             parts = ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total")
             out.append(f"Inside the run (its `timings_s`): {parts}; total {t.get('total', float('nan')):.0f} s; "
                        f"CPU time {e['cpu_s']:.0f} s (exit code {e['rc']}).")
-            if e["wall_s"] >= E2E_TARGET_S:
+            if e["wall_s"] > E2E_TARGET_S:
                 p2 = sum(v for k, v in t.items() if k.startswith("phase2"))
-                share = e["cpu_s"] / e["wall_s"]
-                if e["cpu_s"] >= E2E_TARGET_S:
-                    out.append(f"Its CPU time alone ({e['cpu_s']:.0f} s, almost all on one thread) exceeds the "
-                               f"target, so it would miss on an idle machine too"
-                               + (f"; the wall time is inflated further because the machine was shared (the run "
-                                  f"got the CPU {100 * share:.0f}% of its wall time)." if share < 0.85 else "."))
-                elif share < 0.85:
-                    out.append(f"Its CPU time ({e['cpu_s']:.0f} s) is within the target: the machine was shared "
-                               f"(the run got the CPU {100 * share:.0f}% of its wall time).")
-                out.append(f"Why the time target is missed: the three phase-2 variants are trained one after "
-                           f"another, each for 20 epochs on one thread: {p2:.0f} s together, "
-                           f"{100 * p2 / max(t.get('total', 1), 1):.0f}% of the run, after {t.get('phase1', 0):.0f} s "
-                           "of phase 1; process start-up, imports and figures make up the rest of the wall time. "
-                           "The levers are fewer phase-2 epochs or training the variants in parallel processes "
-                           "(the command uses one core for training).")
+                cpus = data["machine"].get("cpu_count") or 1
+                n_flow = len([v for v in e.get("results", {}) if v != "gaussian"]) or 3
+                workers = max(1, min(n_flow, cpus, 3))  # as `pipeline.parallel_workers` on a Linux CPU
+                if e["cpu_s"] / cpus > E2E_TARGET_S:
+                    out.append(f"Its CPU time ({e['cpu_s']:.0f} s, over all its processes) is more than "
+                               f"{cpus} cores can deliver in {E2E_TARGET_S:.0f} s, so it would miss on an idle "
+                               "machine too.")
+                else:
+                    out.append(f"Its CPU time ({e['cpu_s']:.0f} s, over all its processes) is below {cpus} × "
+                               f"{E2E_TARGET_S:.0f} s, so the target is not out of reach on an idle machine; "
+                               "phase 1 and the evaluations run in one process, and the other benchmark worker "
+                               "shared the cores meanwhile.")
+                share = f"{100 * p2 / max(t.get('total', 1), 1):.0f}% of the run, after {t.get('phase1', 0):.0f} s of phase 1"
+                if "phase2" in t:  # `pipeline.run` since issue 7: one `phase2` timing for all flow variants
+                    out.append(f"Where the time goes: phase 2 trains the {n_flow} flow variants in {workers} parallel "
+                               f"single-thread process{'es' if workers > 1 else ''} (at most one per core), so its "
+                               f"wall time is that of {-(-n_flow // workers)} variant(s) trained one after another: "
+                               f"{p2:.0f} s, {share}; process start-up, imports, the evaluations and figures make "
+                               "up the rest of the wall time. The levers left are fewer or cheaper phase-2 epochs, "
+                               "and a machine with a core per variant.")
+                else:  # results of an older command, which trained the variants one after another
+                    out.append(f"Where the time goes: this run's command trained the phase-2 variants one after "
+                               f"another on one thread: {p2:.0f} s together, {share}; process start-up, imports "
+                               "and figures make up the rest of the wall time.")
         out.append("")
     cv = data.get("cached_vs_official") or []
     if cv:

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from benchmarks.accuracy import accuracy_target, render_accuracy
+from benchmarks.accuracy import (_all_met, accuracy_target, bsdata_target, check_text, compare,
+                                 render_accuracy)
 from benchmarks.aupro_bench import aupro_official_style, make_blob_case
-from benchmarks.common import fmt_mean_std, md_table, mean_std
+from benchmarks.common import fmt_mean_std, md_table, mean_std, write_json
 from benchmarks.jobs import job_key, parse_bsdata_positions
+from benchmarks.report import write_results_md
 from benchmarks.speed import linear_flops_per_fiber, permutation_flops_per_fiber
 from bgad_lite.metrics import aupro, aupro_reference
 
@@ -104,35 +106,140 @@ def test_md_table_checks_row_width():
         md_table(["a", "b"], [[1]])
 
 
-def _fake_run(tex, seed, variant, all_, unseen):
-    m = {"all": {"image_auroc": all_, "pixel_auroc": 0.9, "aupro": 0.8},
-         "seen": {"image_auroc": all_, "pixel_auroc": 0.9, "aupro": 0.8},
-         "unseen": {"image_auroc": unseen, "pixel_auroc": 0.9, "aupro": 0.8},
-         "per_type": {"hole": {"image_auroc": all_, "aupro": 0.8}}}
+MACHINE = {"date": "2026-01-01T00:00:00", "processor": "x86_64", "cpu_model": "cpu", "cpu_count": 2,
+           "python": "3.11", "torch": "2", "torch_threads": "1", "omp_wait_policy": "PASSIVE"}
+
+
+def _fake_run(tex, seed, variant, all_, seen, unseen, below=None, aupro=0.8):
+    """One phase-2 run as `accuracy._collect` stores it; ``below``: labelled_below_b_a per level
+    (None: no labelled fibers at that level), only for flow variants."""
+    m = {"all": {"image_auroc": all_, "pixel_auroc": 0.9, "aupro": aupro},
+         "seen": {"image_auroc": seen, "pixel_auroc": 0.9, "aupro": aupro},
+         "unseen": {"image_auroc": unseen, "pixel_auroc": 0.9, "aupro": aupro},
+         "per_type": {"hole": {"image_auroc": seen, "aupro": 0.8}, "crack": {"image_auroc": unseen, "aupro": 0.8}}}
+    rates = None if variant == "gaussian" or below is None else [
+        {"b_n": -1.0, "b_a": -1.1, "normal_above_b_n": 0.99, "labelled_fibers": 0 if x is None else 40,
+         "labelled_below_b_a": x, "cutpaste_fibers": 100, "cutpaste_below_b_a": 0.5} for x in below]
+    counts = [{"fibers_labelled": 0 if x is None else 20, "images_labelled": 10,
+               "images_without_labelled": 10 if x is None else 2} for x in (below or [])]
     return {"dataset": tex, "seed": seed, "variant": variant, "metrics": m, "fit_s": 10.0,
-            "data": {"seen_types": ["hole"]}}
+            "data": {"seen_types": ["hole"]}, "rates": rates, "label_counts": counts}
 
 
-def test_accuracy_table_and_target_on_hand_data():
+def _texture_data():
+    """grass meets every check; gravel misses every one; brick sits at 1.0; three seeds."""
     runs = []
-    for seed, (u, b) in enumerate([(0.80, 0.86), (0.82, 0.88), (0.84, 0.90)]):
-        runs += [_fake_run("grass", seed, "unsupervised", u, u), _fake_run("grass", seed, "bgad", b, u + 0.01),
-                 _fake_run("grass", seed, "naive_push", u, u - 0.05),
-                 _fake_run("brick", seed, "unsupervised", 0.99, 0.99), _fake_run("brick", seed, "bgad", 0.99, 0.97),
-                 _fake_run("brick", seed, "naive_push", 0.99, 0.99)]
-    data = {"textures": ["grass", "brick"], "seeds": [0, 1, 2], "overrides": {}, "runs": runs, "errors": [],
-            "machine": {"date": "2026-01-01T00:00:00", "processor": "x86_64", "cpu_model": "cpu", "cpu_count": 2,
-                        "python": "3.11", "torch": "2", "torch_threads": "1", "omp_wait_policy": "PASSIVE"}}
-    t = accuracy_target(data)
-    assert t["textures_below_0.95"] == ["grass"]  # brick's unsupervised 0.99 is excluded from the gain
-    assert t["mean_gain_all"] == pytest.approx(0.06) and t["gain_met"]
-    assert not t["per_texture"]["brick"]["unseen_ok"]  # -0.02 with zero spread
-    assert not t["unseen_met"]
-    data["target"] = t
+    for seed in range(3):
+        u = 0.80 + 0.02 * seed  # unsupervised on "all"
+        # grass: +0.06 on all, +0.09 on seen, +0.01 on unseen; naive_push 0.03 below bgad on unseen;
+        # gaussian 0.01 below unsupervised
+        runs += [_fake_run("grass", seed, "unsupervised", u, u - 0.10, 0.90, [0.5, 0.5, None]),
+                 _fake_run("grass", seed, "bgad", u + 0.06, u - 0.01, 0.91, [0.95, 0.92, None]),
+                 _fake_run("grass", seed, "naive_push", 0.85, 0.85, 0.88, [0.99, 0.99, None]),
+                 _fake_run("grass", seed, "gaussian", u - 0.01, u - 0.11, 0.85)]
+        # gravel: +0.04 on all, +0.07 on seen, −0.01 on unseen; naive_push equal to bgad on unseen;
+        # gaussian 0.04 above unsupervised; bgad leaves level 1 at 80 / 85 / 90 % below b_a
+        u = 0.86
+        runs += [_fake_run("gravel", seed, "unsupervised", u, 0.80, 0.90, [0.5, 0.5, 0.5]),
+                 _fake_run("gravel", seed, "bgad", u + 0.04, 0.87, 0.89, [0.95, 0.80 + 0.05 * seed, 0.91]),
+                 _fake_run("gravel", seed, "naive_push", 0.88, 0.88, 0.89, [0.9, 0.9, 0.9]),
+                 _fake_run("gravel", seed, "gaussian", 0.90, 0.90, 0.90)]
+        runs += [_fake_run("brick", seed, v, 1.0, 1.0, 1.0, None if v == "gaussian" else [1.0, 1.0, 1.0])
+                 for v in ("unsupervised", "bgad", "naive_push", "gaussian")]
+    return {"textures": ["grass", "gravel", "brick"], "seeds": [0, 1, 2], "overrides": {}, "runs": runs,
+            "errors": [], "machine": MACHINE}
+
+
+def _verdicts(scope):
+    return [c["met"] for c in scope["checks"]]
+
+
+def test_texture_targets_on_hand_data():
+    t = accuracy_target(_texture_data())
+    scopes = {sc["scope"]: sc for sc in t["scopes"]}
+    assert list(scopes) == ["grass", "gravel", "brick", "mean of grass and gravel"]
+    # order: +0.05 on all, +0.08 on seen, ≥ on unseen, naive_push below bgad on unseen, unsupervised ≥ gaussian
+    assert _verdicts(scopes["grass"]) == [True, True, True, True, True] and scopes["grass"]["met"] is True
+    assert _verdicts(scopes["gravel"]) == [False, False, False, False, False]
+    g = scopes["grass"]["checks"][0]
+    assert g["diff"] == pytest.approx(0.06) and g["diff_std"] == pytest.approx(0.0, abs=1e-12)
+    assert g["a_values"] == pytest.approx([0.86, 0.88, 0.90]) and g["seeds"] == [0, 1, 2]
+    # equal on unseen is not "below": naive_push must be strictly lower
+    assert scopes["gravel"]["checks"][3]["diff"] == pytest.approx(0.0, abs=1e-12)
+    # the mean of grass and gravel: +0.05 and +0.08 exactly (met despite float rounding), unseen 0.00 (met),
+    # naive_push +0.015 below (met), unsupervised − gaussian = (0.01 − 0.04) / 2 = −0.015 (missed)
+    m = scopes["mean of grass and gravel"]
+    assert [c["diff"] for c in m["checks"]] == pytest.approx([0.05, 0.08, 0.0, 0.015, -0.015], abs=1e-12)
+    assert _verdicts(m) == [True, True, True, True, False] and m["met"] is False
+    # brick: no room above 1.0 — missed, and flagged as unreachable
+    b = scopes["brick"]["checks"]
+    assert _verdicts(scopes["brick"]) == [False, False, True, False, True]
+    assert b[0]["ceiling"] and b[1]["ceiling"]
+    assert t["met"] is False
+    # rates: grass 95 / 92 % (level 2 has no labelled fibers: skipped) -> met;
+    # gravel level 1 at 85 % on the mean of 80 / 85 / 90 -> missed there only
+    r = {x["dataset"]: x for x in t["rates"]}
+    assert r["grass"]["met"] is True and r["grass"]["missed_levels"] == []
+    assert r["grass"]["levels"][2]["variants"]["bgad"]["labelled_below_b_a"] is None
+    assert r["gravel"]["met"] is False and r["gravel"]["missed_levels"] == [1]
+    assert r["gravel"]["levels"][1]["variants"]["bgad"]["labelled_below_b_a"] == pytest.approx(0.85)
+    assert r["brick"]["met"] is True and t["rates_met"] is False
+
+
+def test_accuracy_table_shows_gaussian_and_the_verdicts():
+    data = _texture_data()
     md = render_accuracy(data)
-    assert "| grass | unsupervised | 0.820 ± 0.020 | 0.820 ± 0.020 | 0.820 ± 0.020 |" in md
+    assert "| grass | gaussian | 0.810 ± 0.020 | 0.710 ± 0.020 | 0.850 ± 0.000 |" in md
     assert "| grass | bgad | 0.880 ± 0.020 |" in md
-    assert "**met**" in md and "**missed**" in md
+    assert "| grass | naive_push | 0.850 ± 0.000 | 0.850 ± 0.000 | 0.880 ± 0.000 |" in md
+    assert "| texture | variant | crack | hole |" in md  # the per-type table
+    assert ("bgad ≥ unsupervised + 0.05 image AUROC on *all*: bgad 0.880 ± 0.020, unsupervised 0.820 ± 0.020; "
+            "difference +0.060 ± 0.000 (3 seeds: 0, 1, 2) → **met**") in md
+    assert "unsupervised ≥ gaussian image AUROC on *all*: unsupervised 0.860 ± 0.000, gaussian 0.900 ± 0.000; " \
+           "difference -0.040 ± 0.000 (3 seeds: 0, 1, 2) → **missed**" in md
+    assert "(unreachable: unsupervised is already at 1.000)" in md
+    # rates table: gravel level 1, bgad 85 ± 5 %; grass level 2 has no labelled fibers
+    assert "| gravel | 1 | 40 | 2.0 of 10 | 50 ± 0 % | 85 ± 5 % | 90 ± 0 % | 50 ± 0 % | 99 ± 0 % |" in md
+    assert "| grass | 2 | 0 | 10.0 of 10 | – | – | – |" in md
+    assert "- gravel: bgad level 0 95 %, level 1 85 %, level 2 91 % → **missed** (below 90 % at level 1)" in md
+
+
+def test_bsdata_target_pairs_seeds_and_reports_missing_variants():
+    runs = [_fake_run("bsdata", 0, "unsupervised", 0.92, 0.92, 0.92, [0.4], aupro=0.80),
+            _fake_run("bsdata", 0, "bgad", 0.96, 0.96, 0.96, [0.95], aupro=0.83),
+            _fake_run("bsdata", 0, "gaussian", 0.97, 0.97, 0.97, aupro=0.85),
+            _fake_run("bsdata", 1, "unsupervised", 0.90, 0.90, 0.90, [0.4], aupro=0.80),
+            _fake_run("bsdata", 1, "bgad", 0.94, 0.94, 0.94, [0.97], aupro=0.87)]
+    t = bsdata_target({"runs": runs})
+    auroc, aupro_, gauss = t["checks"]
+    assert auroc["seeds"] == [0, 1] and auroc["diff"] == pytest.approx(0.04) and auroc["met"]  # ≥ +0.03
+    assert aupro_["diff"] == pytest.approx(0.05) and aupro_["met"]  # (0.03 + 0.07) / 2 = 0.05 ≥ 0.05
+    assert aupro_["diff_std"] == pytest.approx(0.04 / 2 ** 0.5)
+    assert gauss["seeds"] == [0] and gauss["diff"] == pytest.approx(-0.01) and gauss["met"] is False
+    assert t["met"] is False and t["rates_met"] is True
+    # without gaussian at all: that check is not measured, the others still decide
+    t = bsdata_target({"runs": [r for r in runs if r["variant"] != "gaussian"]})
+    assert t["checks"][2]["met"] is None and t["met"] is None
+    assert "not measured" in check_text(t["checks"][2])
+
+
+def test_compare_on_missing_data_and_the_combined_verdict():
+    assert compare([], ["grass"], "bgad", "unsupervised", "all", "image_auroc", 0.05)["met"] is None
+    assert _all_met([{"met": True}, {"met": None}]) is None
+    assert _all_met([{"met": True}, {"met": None}, {"met": False}]) is False
+    assert _all_met([{"met": True}, {"met": True}]) is True
+
+
+def test_results_md_lists_the_issue_7_targets(tmp_path):
+    data = _texture_data()
+    data["target"] = accuracy_target(data)
+    data["mode"] = "full"
+    write_json(tmp_path / "accuracy.json", data)
+    md = write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy"])
+    assert "- Embedded textures, grass: **met**" in md
+    assert "- Embedded textures, mean of grass and gravel: **missed** (missed: unsupervised ≥ gaussian image AUROC on *all*)" in md
+    assert ("- Labelled-anomaly fibers ≥ 90 % below b_a after phase 2, embedded textures: **missed**; grass **met**; "
+            "gravel **missed**; brick **met**") in md
 
 
 def test_job_keys_deduplicate_equal_jobs():
