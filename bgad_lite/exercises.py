@@ -175,6 +175,10 @@ def one_step_of_train_flows(flow, level, cfg, objective: str):
     term is a mean over fibers, so the step does not depend on their order
     (up to float rounding). Focal weighting is off and the boundary is per batch
     (computed from this one chunk's normal fibers).
+
+    Compare in float64 (``flow.double()``, features and positional encoding too):
+    Adam's first step moves a parameter by about lr·g/(|g| + 1e-8), so float32
+    rounding in a gradient g near 0 can shift it by a visible fraction of lr.
     """
     import dataclasses
 
@@ -281,20 +285,27 @@ class Quiz:
         return "\n".join(lines + ["", "*(run the notebook to answer)*"])
 
 
-def quiz(question: str, options: list[str], answer: int, explanations: list[str] | None = None) -> Quiz:
+def quiz(question: str, options: list[str], answer: int, explanations: list[str] | None = None) -> None:
     """Show a multiple-choice concept question; ``answer`` is the index of the right option.
 
     With ipywidgets (Colab, JupyterLab, Notebook) the student clicks a letter and sees
-    at once whether it was right and why (``explanations``, one per option). Executed
-    headless (papermill) it displays the same widget, which does nothing there; viewers
-    without widgets show the question as text. Never raises at display time.
+    at once whether it was right and why (``explanations``, one per option). The output
+    carries the widget view *and* the question as markdown, so viewers without widgets
+    (GitHub, a static HTML export) show the question as text. Executed headless
+    (papermill) it is displayed and does nothing. Returns nothing, so the cell shows
+    the question once; use :class:`Quiz` to drive a question from code.
     """
     from IPython.display import display
 
     q = Quiz(question, options, answer, explanations)
     try:
-        display(q.build())
-    except Exception:  # no ipywidgets or no frontend: the question as text
+        widget = q.build()
+    except Exception:  # no ipywidgets: the question as text
         display(q)
-    return q
+        return None
+    # the message a widget sends to display itself (the same in ipywidgets 7 and 8), plus markdown
+    view = {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}
+    display({"application/vnd.jupyter.widget-view+json": view, "text/markdown": q._repr_markdown_(),
+             "text/plain": f"{question} (a multiple-choice question: run the notebook to answer)"}, raw=True)
+    return None
 
