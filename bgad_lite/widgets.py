@@ -754,6 +754,30 @@ def hide_finished_progress_bars() -> None:
     tqdm_notebook.display = display
 
 
+def widget_frontend_problem() -> str | None:
+    """What keeps this environment's JupyterLab from showing ipywidgets, or ``None``.
+
+    The known case: ipywidgets 7.x with ``jupyterlab_widgets`` 3 (the ipywidgets-8 frontend),
+    which ipywidgets 7.7.x allows and pip picks: JupyterLab 4 then shows no widget at all
+    ("module @jupyter-widgets/controls ^1.5.0 is not registered"). ``jupyterlab_widgets`` 1.1.x
+    or ipywidgets ≥ 7.8.5 (which requires it) fixes it. Colab has its own frontend: never a problem.
+    """
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    if W is None or "google.colab" in sys.modules or int(W.__version__.split(".")[0]) >= 8:
+        return None
+    try:
+        frontend = version("jupyterlab_widgets")
+    except PackageNotFoundError:
+        return None
+    if int(frontend.split(".")[0]) < 3:
+        return None
+    return (f"ipywidgets {W.__version__} with jupyterlab_widgets {frontend} (the ipywidgets-8 frontend): "
+            "JupyterLab shows no widget. Fix: pip install 'jupyterlab_widgets>=1.1,<3' (or ipywidgets>=7.8.5, "
+            "or ipywidgets 8), then restart JupyterLab and reload the page.")
+
+
 def margin_explorer(flows, prep, cfg=None, *, evaluation: dict | None = None,
                     snapshots: EpochRecorder | None = None, level: int = 0, title: str = "model",
                     threshold: float | None = None) -> MarginExplorer:
@@ -769,6 +793,11 @@ def margin_explorer(flows, prep, cfg=None, *, evaluation: dict | None = None,
     if W is None:  # pragma: no cover
         from .config import BGADError
         raise BGADError("the margin explorer needs ipywidgets: pip install 'ipywidgets>=7.7'.")
+    problem = widget_frontend_problem()
+    if problem:
+        import warnings
+
+        warnings.warn(problem, stacklevel=2)
     if evaluation is None:
         from .pipeline import evaluate
         evaluation = evaluate(flows, prep, cfg)

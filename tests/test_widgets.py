@@ -120,3 +120,85 @@ def test_static_figures(explorer, trained):
     assert len(fig.axes) >= 2
     anim = widgets.epoch_animation(trained[2])
     assert len(anim.frames) == len(trained[2].snapshots)
+
+
+def test_explorer_views_are_shown_at_their_pixel_size(explorer):
+    """Each view's PNG is drawn at the size its Image widget shows it (no flex stretching)."""
+    from PIL import Image as PILImage
+    import io
+
+    for view, image in (("hist", explorer.hist_image), ("scores", explorer.score_image),
+                        ("overlay", explorer.overlay_image), ("epoch", explorer.epoch_image)):
+        w, h = PILImage.open(io.BytesIO(explorer.png[view])).size
+        assert (f"{w}px", f"{h}px") == (image.layout.width, image.layout.height), view
+    assert "bgad-explorer" in explorer._dom_classes and "bgad-beta" in explorer.beta._dom_classes
+    for control in (explorer.beta, explorer.tau, explorer.level, explorer.threshold, explorer.image, explorer.epoch):
+        assert control.description == ""  # ipywidgets 7 would typeset it with MathJax 2 (absent in Lab 4)
+
+
+def test_status_line_reports_redraws_and_failures(explorer, monkeypatch):
+    explorer.threshold.value = explorer.threshold.min
+    assert "redrawn" in explorer.status_html.value and "Run All Cells" in explorer.status_html.value
+
+    def broken():
+        raise ValueError("boom")
+
+    monkeypatch.setattr(explorer, "update_epoch", broken)
+    with pytest.raises(ValueError):
+        explorer._on_epoch()
+    assert "Redrawing failed" in explorer.status_html.value and "boom" in explorer.status_html.value
+
+
+def test_check_previous_cells_names_what_is_missing():
+    from bgad_lite.config import BGADError
+
+    widgets.check_previous_cells({"flows": 1, "prep": 2}, "flows", "prep")  # all there: nothing happens
+    with pytest.raises(BGADError, match=r"needs ev, recorder .*Run All Cells"):
+        widgets.check_previous_cells({"flows": 1, "prep": 2}, "flows", "prep", "ev", "recorder")
+
+
+def test_finished_progress_bars_hide_instead_of_closing():
+    """A closed bar's output would show "model not found" after reopening the notebook."""
+    from tqdm.notebook import tqdm_notebook
+
+    widgets.hide_finished_progress_bars()
+    widgets.hide_finished_progress_bars()  # twice is once
+    bar = tqdm_notebook(range(3), leave=False, display=False)
+    for _ in bar:
+        pass
+    assert bar.container.comm is not None, "the bar's widget models were closed"
+    assert bar.container.layout.display == "none"
+    kept = tqdm_notebook(range(3), leave=True, display=False)
+    for _ in kept:
+        pass
+    assert kept.container.layout.display != "none" and kept.container.children[1].bar_style == "success"
+
+
+def test_plotly_renderer_imports_nothing_from_a_cdn_before_the_first_figure(monkeypatch):
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from bgad_lite import course
+
+    monkeypatch.delitem(__import__("sys").modules, "google.colab", raising=False)
+    name = course.plotly_renderer()
+    assert name == "plotly_mimetype+bgad_html"
+    assert pio.renderers["bgad_html"].global_init is False  # notebook_connected's global CDN import
+    bundle = pio.renderers._build_mime_bundle(go.Figure(go.Bar(y=[1, 2])).to_dict(), renderers_string=name)
+    assert {"application/vnd.plotly.v1+json", "text/html"} <= set(bundle)  # Lab / exports
+
+
+def test_widget_frontend_problem_names_the_bad_pairing(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    frontend = {"v": "3.0.17"}
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: frontend["v"] if name == "jupyterlab_widgets" else real(name))
+    monkeypatch.setattr(widgets.W, "__version__", "7.7.1")
+    assert "jupyterlab_widgets>=1.1,<3" in widgets.widget_frontend_problem()
+    frontend["v"] = "1.1.11"
+    assert widgets.widget_frontend_problem() is None  # ipywidgets 7 with its own frontend
+    monkeypatch.setattr(widgets.W, "__version__", "8.1.9")
+    frontend["v"] = "3.0.17"
+    assert widgets.widget_frontend_problem() is None
