@@ -142,18 +142,24 @@ def _phase1_job(job: dict) -> dict:
 
 
 def _variant_job(job: dict) -> dict:
-    from bgad_lite import pipeline
+    from bgad_lite import diagnostics, pipeline
+    from bgad_lite.gaussian import GaussianModel
 
     cache = job.get("cache_dir", str(DEFAULT_CACHE))
     cfg, prep, t_prep = _prepare(job["dataset"], job["seed"], job["overrides"], cache)
+    rates, hist, t_p1, history = None, None, 0.0, []
     t = time.perf_counter()
-    phase1, hist = pipeline.fit_phase1_cached(prep, progress=False)
-    t_p1 = time.perf_counter() - t
-    t = time.perf_counter()
-    flows, history, _ = pipeline.fit_variant(prep, phase1, job["variant"], progress=False)
+    if job["variant"] == "gaussian":  # the reference needs no phase 1
+        model = GaussianModel.fit(prep.train_features)
+    else:
+        phase1, hist = pipeline.fit_phase1_cached(prep, progress=False)
+        t_p1 = time.perf_counter() - t
+        t = time.perf_counter()
+        model, history, _ = pipeline.fit_variant(prep, phase1, job["variant"], progress=False)
+        rates = diagnostics.boundary_rates(model, prep)
     t_fit = time.perf_counter() - t
     t = time.perf_counter()
-    ev = pipeline.evaluate(flows, prep)
+    ev = pipeline.evaluate(model, prep)
     t_eval = time.perf_counter() - t
     types = [str(x) for x in prep.test_types]
     return {"metrics": ev["metrics"], "prepare_s": t_prep, "phase1_s": t_p1, "phase1_from_cache": hist is None,
@@ -162,7 +168,8 @@ def _variant_job(job: dict) -> dict:
                      "n_anomaly_images": len(prep.anomaly_images), "n_test": len(types),
                      "test_counts": {t: types.count(t) for t in sorted(set(types))},
                      "seen_types": list(prep.split.seen_types), "unseen_types": list(prep.split.unseen_types)},
-            "final_losses": history[-1] if history else {}}
+            "final_losses": history[-1] if history else {}, "rates": rates,
+            "label_counts": diagnostics.label_counts(prep)}
 
 
 # ---------------------------------------------------------------------------
