@@ -707,23 +707,6 @@ class MarginExplorer(W.VBox if W is not None else object):
         return out
 
 
-def check_previous_cells(namespace: dict, *names: str) -> None:
-    """Raise a clear error when a notebook cell needs ``names`` that the cells above define but
-    this kernel has not run (a restarted kernel forgets every variable; running one cell alone
-    does not run the ones above) — instead of a bare ``NameError``::
-
-        widgets.check_previous_cells(globals(), "flows", "prep", "ev", "recorder")
-    """
-    from .config import BGADError
-
-    missing = [n for n in names if n not in namespace]
-    if missing:
-        raise BGADError(
-            f"this cell needs {', '.join(missing)} from the cells above, which this kernel has not run "
-            "(a restarted kernel forgets every variable; running one cell does not run the cells above). "
-            "Run the notebook from the top: Run → Run All Cells (or Run → Run All Above Selected Cell).")
-
-
 def hide_finished_progress_bars() -> None:
     """Make tqdm's notebook progress bars *hide* when they finish with ``leave=False``.
 
@@ -773,9 +756,9 @@ def widget_frontend_problem() -> str | None:
         return None
     if int(frontend.split(".")[0]) < 3:
         return None
-    return (f"ipywidgets {W.__version__} with jupyterlab_widgets {frontend} (the ipywidgets-8 frontend): "
-            "JupyterLab shows no widget. Fix: pip install 'jupyterlab_widgets>=1.1,<3' (or ipywidgets>=7.8.5, "
-            "or ipywidgets 8), then restart JupyterLab and reload the page.")
+    return (f"ipywidgets {W.__version__} is installed with jupyterlab_widgets {frontend} (the ipywidgets-8 "
+            "frontend): a JupyterLab running from this environment shows no widget. Fix: pip install "
+            "'jupyterlab_widgets>=1.1,<3' (or ipywidgets>=7.8.5, or ipywidgets 8), restart JupyterLab, reload.")
 
 
 def margin_explorer(flows, prep, cfg=None, *, evaluation: dict | None = None,

@@ -149,14 +149,6 @@ def test_status_line_reports_redraws_and_failures(explorer, monkeypatch):
     assert "Redrawing failed" in explorer.status_html.value and "boom" in explorer.status_html.value
 
 
-def test_check_previous_cells_names_what_is_missing():
-    from bgad_lite.config import BGADError
-
-    widgets.check_previous_cells({"flows": 1, "prep": 2}, "flows", "prep")  # all there: nothing happens
-    with pytest.raises(BGADError, match=r"needs ev, recorder .*Run All Cells"):
-        widgets.check_previous_cells({"flows": 1, "prep": 2}, "flows", "prep", "ev", "recorder")
-
-
 def test_finished_progress_bars_hide_instead_of_closing():
     """A closed bar's output would show "model not found" after reopening the notebook."""
     from tqdm.notebook import tqdm_notebook
