@@ -70,6 +70,7 @@ def boundary_histograms(prep, evals: dict, cfg) -> Figure:
         ax.set_xlabel("l = logp / N")
         if ax is not axes[0]:
             ax.get_legend().remove()
+    axes[0].legend(fontsize=11, loc="upper left")
     fig.suptitle(f"Test fibers of level {LEVEL}: normal, seen and unseen defects, with b_n, b_a = b_n − τ "
                  f"(β = {cfg.beta}, τ = {cfg.tau})")
     return fig
@@ -108,9 +109,9 @@ def seen_unseen_figure(evals: dict) -> Figure:
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=12, padding=3)
     ax.set_xticks(np.arange(len(subsets)) + width * (len(evals) - 1) / 2, subsets)
     lo = min(e["metrics"][s]["image_auroc"] for e in evals.values() for s in subsets)
-    ax.set_ylim(max(0.0, lo - 0.1), 1.04)
+    ax.set_ylim(max(0.0, lo - 0.1), 1.08)
     ax.set_ylabel("image AUROC")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", ncol=len(evals))
     ax.set_title("Image AUROC on all, seen and unseen defect types (each with all normal test images)")
     return fig
 
@@ -133,6 +134,7 @@ def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
         ax.set_xlabel("l = logp / N")
         if ax is not axes[0]:
             ax.get_legend().remove()
+    axes[0].legend(fontsize=11, loc="upper left")
     for ax in axes[len(pick):]:
         ax.set_axis_off()
     fig.suptitle(f"BGAD phase 2: the margin opens (level {recorder.level})")
