@@ -13,6 +13,7 @@ is an error that names each difference.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -63,6 +64,9 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
             raise BGADError(f"checkpoint {path} was built with other settings ({lines}). "
                             "Use the saved config (returned by load_checkpoint) or retrain.")
     payload = torch.load(path / "model.pt", weights_only=True)
+    if saved.standardize and not any(k.endswith(".std") for k in payload["flows"]):
+        # written by v0.1, before flows were standardised (its config.json has no such key)
+        saved = dataclasses.replace(saved, standardize=False)
     flows = make_flows(payload["channels"], saved)
     flows.load_state_dict(payload["flows"])
     return flows.eval(), saved, payload

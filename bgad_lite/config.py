@@ -34,7 +34,7 @@ class BGADConfig:
     seen_types: tuple[str, ...] | None = None  # None: first half of the sorted types
     n_cutpaste: int = 60  # RandAugmented CutPaste images added for phase 2
     label_fraction: float = 0.5  # a fiber is anomalous when ≥ this fraction of its cell is defect
-    label_rule: str = "half"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
+    label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
@@ -44,7 +44,7 @@ class BGADConfig:
     n_blocks: int = 4  # K AllInOneBlocks per level (paper: 8)
     cond_dim: int = 64  # P, positional-encoding channels (paper: 128)
     clamp: float = 1.9  # affine_clamping
-    standardize: bool = False  # standardise each channel (training-normal μ, σ) before the flow
+    standardize: bool = True  # standardise each channel (training-normal μ, σ) before the flow
     # --- boundary and loss ----------------------------------------------
     beta: float = 0.01  # β: b_n is the β-quantile of normal logp / N
     tau: float = 0.1  # τ: margin, b_a = b_n - τ

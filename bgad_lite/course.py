@@ -187,12 +187,14 @@ def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -
 def make_config(dataset: str = "textures", category: str = "grass", backbone: str = "tf_efficientnet_lite0",
                 image_size: int = 128, epochs: int | None = None, epochs_phase2: int | None = None,
                 smoke: bool = False, cache_dir: str = "runs/cache", device: str | None = None, seed: int = 0,
-                data_root: str | None = None, **overrides) -> BGADConfig:
+                data_root: str | None = None, preset: str | None = None, **overrides) -> BGADConfig:
     """The :class:`BGADConfig` of a notebook, from its parameters (the one place that does this).
 
     ``epochs`` is the number of phase-1 epochs and ``epochs_phase2`` that of phase 2
-    (``None``: :data:`FULL_EPOCHS`). ``smoke`` (or ``BGAD_SMOKE=1``) applies
-    :data:`SMOKE_SETTINGS` on top. ``overrides`` are any other :class:`BGADConfig` fields.
+    (``None``: :data:`FULL_EPOCHS`). ``preset`` (e.g. ``"paper"`` on a Colab GPU: b6, 256 px,
+    K = 8, P = 128, lr 2e-4, 8 + 192 epochs; see :data:`bgad_lite.config.PRESETS`) replaces the
+    settings above. ``smoke`` (or ``BGAD_SMOKE=1``) applies :data:`SMOKE_SETTINGS` on top.
+    ``overrides`` are any other :class:`BGADConfig` fields.
     Two notebooks called with the same arguments get equal configs, hence the same
     cache keys for features and phase-1 flows.
     """
@@ -201,6 +203,14 @@ def make_config(dataset: str = "textures", category: str = "grass", backbone: st
                     epochs_phase1=int(epochs or FULL_EPOCHS[0]), epochs_phase2=int(epochs_phase2 or FULL_EPOCHS[1]),
                     cache_dir=str(cache_dir), device=resolve_device(device), seed=int(seed),
                     out_dir=str(Path(cache_dir).parent / "out"))
+    if preset:
+        from .config import PRESETS
+
+        if preset not in PRESETS:
+            raise BGADError(f"make_config: unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+        settings.update(PRESETS[preset])
+        settings["device"] = resolve_device(settings["device"])
+        image_size = settings["image_size"]
     if smoke_requested(smoke):
         settings.update(SMOKE_SETTINGS)
         settings["image_size"] = min(int(image_size), SMOKE_SETTINGS["image_size"])

@@ -127,3 +127,27 @@ def test_save_overwrites_an_existing_checkpoint(tmp_path, cfg):
     for (z0, _), (z1, _) in zip(_outputs(new), _outputs(loaded)):
         assert torch.equal(z0, z1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_standardisation_statistics_are_saved_and_v01_checkpoints_still_load(tmp_path, cfg):
+    import json
+
+    from bgad_lite.train import set_input_statistics
+
+    flows = _trained_like(cfg)
+    feats = [torch.randn(3, c, 2, 2) * 4 + 1 for c in CHANNELS]
+    set_input_statistics(flows, feats)
+    path = save_checkpoint(tmp_path / "ck", flows, cfg, CHANNELS, [0.0, 0.0])
+    loaded, _, _ = load_checkpoint(path)
+    for a, b in zip(flows, loaded):
+        assert torch.equal(a.mean, b.mean) and torch.equal(a.std, b.std) and not torch.all(b.std == 1)
+    for (z0, j0), (z1, j1) in zip(_outputs(flows), _outputs(loaded)):
+        assert torch.equal(z0, z1) and torch.equal(j0, j1)
+    # a checkpoint of v0.1: plain flows, and a config.json without the "standardize" key
+    old_cfg = dataclasses.replace(cfg, standardize=False)
+    old = save_checkpoint(tmp_path / "old", _trained_like(old_cfg), old_cfg, CHANNELS, [0.0, 0.0])
+    saved = json.loads((old / "config.json").read_text())
+    del saved["standardize"], saved["label_rule"], saved["label_fraction"]
+    (old / "config.json").write_text(json.dumps(saved))
+    flows_old, cfg_old, _ = load_checkpoint(old)
+    assert not cfg_old.standardize and not hasattr(flows_old[0], "std")

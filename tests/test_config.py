@@ -107,3 +107,25 @@ def test_replace_works_and_revalidates():
         dataclasses.replace(cfg, tau=0.0)
     with pytest.raises(BGADError, match="image_size"):
         dataclasses.replace(cfg, image_size=130)
+
+
+def test_presets_and_their_errors():
+    from bgad_lite.cli import _parser, config_from_args
+    from bgad_lite.config import PRESETS, with_preset
+
+    paper = with_preset(BGADConfig(), "paper")
+    assert (paper.backbone, paper.image_size, paper.n_blocks, paper.cond_dim, paper.lr) == \
+        ("tf_efficientnet_b6", 256, 8, 128, 2e-4)
+    assert (paper.epochs_phase1, paper.epochs_phase2) == (8, 24 * 8)  # 25 meta-epochs x 8, the first normal-only
+    assert with_preset(BGADConfig(seed=3), "default") == BGADConfig(seed=3)
+    with pytest.raises(BGADError, match="unknown preset 'papr'"):
+        with_preset(BGADConfig(), "papr")
+    # the CLI: a preset first, then the flags on top of it; --fast is --preset fast
+    cfg = config_from_args(_parser().parse_args(["run", "--preset", "paper", "--image-size", "128"]))
+    assert cfg.backbone == "tf_efficientnet_b6" and cfg.image_size == 128
+    fast = config_from_args(_parser().parse_args(["run", "--fast"]))
+    assert {k: getattr(fast, k) for k in PRESETS["fast"]} == PRESETS["fast"]
+    from bgad_lite import course
+    assert course.make_config(preset="paper").n_blocks == 8
+    with pytest.raises(BGADError, match="unknown preset"):
+        course.make_config(preset="nope")
