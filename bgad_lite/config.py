@@ -130,10 +130,21 @@ class BGADConfig:
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "BGADConfig":
         """Parse a JSON string, or read it from a file path."""
-        text = str(text_or_path)
+        text, where = str(text_or_path), "the config text"
         if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        return cls.from_dict(json.loads(text))
+            where = str(text_or_path)
+            try:
+                text = Path(text_or_path).read_text()
+            except OSError as e:
+                raise BGADError(f"cannot read the config file {where}: {e.strerror or e}.") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise BGADError(f"{where} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
+                            "Write it as bgad-lite does (BGADConfig.to_json).") from None
+        if not isinstance(data, dict):
+            raise BGADError(f"{where} must hold a JSON object of settings, got {type(data).__name__}.")
+        return cls.from_dict(data)
 
     def diff(self, other: "BGADConfig") -> dict[str, tuple[Any, Any]]:
         """Settings that differ: ``{name: (self's, other's)}``."""

@@ -64,8 +64,9 @@ def naive_push_loss(logp: torch.Tensor, is_anomaly: torch.Tensor, normalizer: fl
 
         L = mean over anomalous fibers of −log σ(−l),   l = logp / N
 
-    It keeps lowering every anomaly's log-likelihood with no limit and no margin,
-    which fits the model to the seen anomaly types — the bias BGAD avoids.
+    Its gradient with respect to l is σ(l): it fades as l → −∞ but is never zero, so it
+    keeps lowering every labelled anomaly, ever more slowly, with no boundary and no
+    margin — which fits the model to the seen anomaly types, the bias BGAD avoids.
     (Added to the ML loss on normals by the trainer.)
     """
     l = logp[is_anomaly.bool()] / normalizer

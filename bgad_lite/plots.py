@@ -119,6 +119,7 @@ def plot_phase2_diagnostics(histories: dict, rates: dict):
             if any(vals):
                 ax1.plot(range(1, len(vals) + 1), vals, ls=ls, marker=".", label=f"{name}: {key}")
     ax1.set_xlabel("phase-2 epoch")
+    ax1.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax1.set_ylabel("loss term (sum over levels)")
     ax1.legend(fontsize=7)
     names = list(rates)

@@ -129,3 +129,21 @@ def test_presets_and_their_errors():
     assert course.make_config(preset="paper").n_blocks == 8
     with pytest.raises(BGADError, match="unknown preset"):
         course.make_config(preset="nope")
+
+
+def test_a_malformed_config_file_is_a_clear_error(tmp_path, capsys):
+    from bgad_lite.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "beta": 0.01,\n  "tau": 0.1,,\n}\n')
+    with pytest.raises(BGADError, match=r"bad\.json is not valid JSON: Expecting property name .* line 3, column 14"):
+        BGADConfig.from_json(bad)
+    with pytest.raises(BGADError, match="cannot read the config file"):
+        BGADConfig.from_json(tmp_path / "missing.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(BGADError, match="JSON object"):
+        BGADConfig.from_json(tmp_path / "list.json")
+    assert main(["run", "--config", str(bad), "--quiet", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgad-lite: error:") and "line 3, column 14" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written
