@@ -1,9 +1,9 @@
 """Step 3 — the explicit boundary, defined by the normal data alone.
 
 With l = logp / N (N: the normalizer, 10), sort the log-likelihoods of the
-N_normal normal fibers in ascending order and take
+n_normal normal fibers in ascending order and take
 
-    b_n = l_(⌊β·N_normal⌋)      (the β-quantile: a fraction β of normals lie below)
+    b_n = l_(⌊β·n_normal⌋)      (the β-quantile: a fraction β of normals lie below)
     b_a = b_n − τ               (the anomaly boundary, a margin τ below)
 
 Only normals decide where the boundary lies; the few anomalies never move it.
@@ -27,10 +27,10 @@ def compute_boundaries(logp: torch.Tensor, is_anomaly: torch.Tensor, beta: float
         raise BGADError(f"beta must lie in (0, 1), got {beta}.")
     if not tau > 0.0:
         raise BGADError(f"tau must be > 0, got {tau}.")
-    normal = logp.detach()[~is_anomaly.bool()]  # (N_normal,)
+    normal = logp.detach()[~is_anomaly.bool()]  # (n_normal,)
     if normal.numel() == 0:
         raise BGADError("the boundary needs normal log-likelihoods, but every entry is anomalous.")
-    # ⌊β·N_normal⌋; the epsilon keeps e.g. 0.29·100 = 28.999999999999996 at 29
+    # ⌊β·n_normal⌋; the epsilon keeps e.g. 0.29·100 = 28.999999999999996 at 29
     idx = min(int(beta * normal.numel() + 1e-9), normal.numel() - 1)
     b_n = torch.sort(normal).values[idx] / normalizer
     return b_n, b_n - tau

@@ -72,9 +72,9 @@ class Prepared:
     test_masks: np.ndarray  # (N_test, S, S) bool
     test_labels: np.ndarray  # (N_test,) 1 = anomalous
     test_types: np.ndarray  # (N_test,) defect type, "good" for normal
-    train_features: list[torch.Tensor]  # L x (N_train, C_l, H_l, W_l)
-    anomaly_features: list[torch.Tensor]  # L x (N_anom, C_l, H_l, W_l)
-    test_features: list[torch.Tensor]  # L x (N_test, C_l, H_l, W_l)
+    train_features: list[torch.Tensor]  # J x (n_train, C_j, H_j, W_j)
+    anomaly_features: list[torch.Tensor]  # J x (n_anom, C_j, H_j, W_j)
+    test_features: list[torch.Tensor]  # J x (n_test, C_j, H_j, W_j)
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -315,7 +315,7 @@ def _subset_metrics(maps, scores, masks, labels) -> dict[str, float]:
 
 
 def model_logps(model, features: list[torch.Tensor], cfg: BGADConfig) -> list[torch.Tensor]:
-    """Per-dimension logp of every fiber, L x (N, H_l, W_l), from flows or a :class:`GaussianModel`."""
+    """Per-dimension logp of every fiber, J x (n, H_j, W_j), from flows or a :class:`GaussianModel`."""
     if isinstance(model, GaussianModel):
         return model.level_logps(features)
     pos = [positional_encoding_2d(cfg.cond_dim, f.shape[2], f.shape[3]) for f in features]
@@ -326,8 +326,8 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     """Score the test set with flows (or the Gaussian reference); metrics on all / seen /
     unseen and per defect type.
 
-    Returns {"metrics": {...}, "maps": (N, S, S), "scores": (N,), "test_logps": [L x (N, H_l, W_l)],
-    "train_logps": [...], "level_ref": [m_l(h, w)]}.
+    Returns {"metrics": {...}, "maps": (N, S, S), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
+    "train_logps": [...], "level_ref": [m_j(h, w)]}.
     """
     cfg = _with_device(cfg or prep.cfg)
     train_logps = model_logps(model, prep.train_features, cfg)

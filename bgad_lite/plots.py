@@ -153,12 +153,12 @@ def save_run_figures(figdir: str | Path, prep, evals: dict, cfg, histories: dict
     n_levels = len(next(iter(evals.values()))["test_logps"])
     fig, axes = plt.subplots(len(evals), n_levels, figsize=(3.6 * n_levels, 2.6 * len(evals)), squeeze=False)
     for r, (name, ev) in enumerate(evals.items()):
-        for l in range(n_levels):
-            ln, la = fiber_logps(ev["test_logps"][l], prep.test_masks, cfg.normalizer)
-            train = ev["train_logps"][l].reshape(-1)
+        for j in range(n_levels):
+            ln, la = fiber_logps(ev["test_logps"][j], prep.test_masks, cfg.normalizer)
+            train = ev["train_logps"][j].reshape(-1)
             b_n, b_a = compute_boundaries(train, torch.zeros_like(train, dtype=torch.bool), cfg.beta, cfg.tau,
                                           cfg.normalizer)
-            plot_logp_histogram(axes[r, l], ln, la, float(b_n), float(b_a), title=f"{name}, level {l} (test)")
+            plot_logp_histogram(axes[r, j], ln, la, float(b_n), float(b_a), title=f"{name}, level {j} (test)")
     fig.tight_layout()
     fig.savefig(figdir / "logp_histograms.png", dpi=110)
     plt.close(fig)

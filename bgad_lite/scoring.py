@@ -1,19 +1,19 @@
 """Step 6 — from log-likelihoods to anomaly maps and image scores.
 
-Per level l the flow gives logp_l (N, H_l, W_l). BGAD turns it into a likelihood
-map p_l = exp(logp_l − m_l), upsamples it bilinearly to the image size, sums the
+Per level j the flow gives logp_j (n, H_j, W_j). BGAD turns it into a likelihood
+map p_j = exp(logp_j − m_j), upsamples it bilinearly to the image size, sums the
 levels into S = Σ_l p_l, and calls A = max(S) − S the anomaly map; the image
 score is the maximum of its map.
 
-Where the reference m_l comes from is the difference between a paper and a product:
+Where the reference m_j comes from is the difference between a paper and a product:
 
-- ``"test"`` (the paper's code): m_l is the maximum logp over the *whole test
+- ``"test"`` (the paper's code): m_j is the maximum logp over the *whole test
   set* and A = max_test(S) − S. A score then depends on which other images are
   being tested, and a single image cannot be scored.
-- ``"train"`` (default, deployable): m_l(h, w) is the *mean training logp at
-  each position*, saved with the model, and A = L − S (L levels: 0 where every
+- ``"train"`` (default, deployable): m_j(h, w) is the *mean training logp at
+  each position*, saved with the model, and A = J − S (J levels: 0 where every
   level sits at its training mean). A score depends on the image alone. The
-  per-position reference also removes a bias that a single global m_l keeps:
+  per-position reference also removes a bias that a single global m_j keeps:
   fibers at the image border (zero padding in the CNN) are more varied, so
   their density is lower even on normal images, and with a global reference
   every border glows. On the embedded grass set this lifts the unsupervised
@@ -39,23 +39,23 @@ def level_logps(flows, features: list[torch.Tensor], pos: list[torch.Tensor],
 
 
 def normalisation_stats(train_logps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """m_l(h, w): the mean logp at each position over the normal training images, (H_l, W_l) per level."""
+    """m_j(h, w): the mean logp at each position over the normal training images, (H_j, W_j) per level."""
     return [t.double().mean(0) for t in train_logps]
 
 
 def anomaly_maps(logps: list[torch.Tensor], image_size: int, level_ref=None) -> np.ndarray:
     """Anomaly maps (N, image_size, image_size) float32 from per-level logps.
 
-    ``level_ref``: the saved m_l, one number or one (H_l, W_l) map per level
+    ``level_ref``: the saved m_j, one number or one (H_j, W_j) map per level
     ("train" normalisation); None = the paper's test-set normalisation (needs
     the whole test set at once).
     """
     if level_ref is not None and len(level_ref) != len(logps):
         raise BGADError(f"got {len(logps)} levels but {len(level_ref)} normalisation values.")
     total = None
-    for l, lp in enumerate(logps):
+    for j, lp in enumerate(logps):
         lp = lp.double()
-        m = lp.max() if level_ref is None else torch.as_tensor(level_ref[l], dtype=torch.float64)
+        m = lp.max() if level_ref is None else torch.as_tensor(level_ref[j], dtype=torch.float64)
         p = torch.exp(lp - m)[:, None]  # (N, 1, H_l, W_l)
         p = F.interpolate(p, size=(image_size, image_size), mode="bilinear", align_corners=False)[:, 0]
         total = p if total is None else total + p  # S, (N, S, S)

@@ -56,7 +56,7 @@ def make_flows(channels: list[int], cfg: BGADConfig) -> nn.ModuleList:
     """One conditional flow per level, reproducible from ``cfg.seed``; with
     ``cfg.standardize`` each is wrapped in :class:`~bgad_lite.flow.Standardized`
     (its μ, σ are set by :func:`set_input_statistics`)."""
-    flows = [build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + l) for l, c in enumerate(channels)]
+    flows = [build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + j) for j, c in enumerate(channels)]
     if cfg.standardize:
         flows = [Standardized(f, c) for f, c in zip(flows, channels)]
     return nn.ModuleList(flows)
@@ -154,7 +154,7 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for s in torch.randperm(n_img, generator=gen).split(cfg.batch_images):
-            for l, (flow, lv, opt) in enumerate(zip(flows, levels, opts)):
+            for j, (flow, lv, opt) in enumerate(zip(flows, levels, opts)):
                 x, c, m = to_fibers(lv.features[s], lv.pos, lv.masks[s])  # (B·H·W, C), (B·H·W, P), (B·H·W,)
                 if lv.ignore is not None:
                     keep = ~lv.ignore[s].reshape(-1)  # (B·H·W,)
@@ -173,13 +173,13 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
                     b_n = b_a = None
                     if objective == "bgad":
                         if cfg.boundary == "fixed":
-                            b_n, b_a = fixed_boundaries[l]
+                            b_n, b_a = fixed_boundaries[j]
                         else:
                             b_n, b_a = compute_boundaries(logp, mb, cfg.beta, cfg.tau, cfg.normalizer)
                     terms = objective_terms(logp, mb, objective, cfg, b_n, b_a)
                     if not torch.isfinite(terms["loss"]):
                         values = {k: float(v.detach()) for k, v in terms.items()}
-                        raise BGADError(f"{desc}: the loss turned non-finite at epoch {epoch + 1}, level {l}, "
+                        raise BGADError(f"{desc}: the loss turned non-finite at epoch {epoch + 1}, level {j}, "
                                         f"step {step}: {values}. Training stopped (nothing was stepped); "
                                         "lower lr or clamp, or check the features for NaN.")
                     opt.zero_grad(set_to_none=True)
@@ -188,13 +188,13 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
                     step += 1
                     bar.update(1)
                     for k, v in terms.items():
-                        key = f"{k}/{l}"
+                        key = f"{k}/{j}"
                         sums[key] = sums.get(key, 0.0) + float(v.detach())
                         counts[key] = counts.get(key, 0) + 1
                     if b_n is not None:
                         for k, v in (("b_n", b_n), ("b_a", b_a)):
-                            sums[f"{k}/{l}"] = sums.get(f"{k}/{l}", 0.0) + float(v)
-                            counts[f"{k}/{l}"] = counts.get(f"{k}/{l}", 0) + 1
+                            sums[f"{k}/{j}"] = sums.get(f"{k}/{j}", 0.0) + float(v)
+                            counts[f"{k}/{j}"] = counts.get(f"{k}/{j}", 0) + 1
         history.append({k: sums[k] / counts[k] for k in sorted(sums)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, flows)
