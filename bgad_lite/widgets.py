@@ -17,8 +17,9 @@
   on_epoch_end=...)``), an epoch slider replaying how the normal and anomalous
   distributions separate during phase 2.
 
-Only ipywidgets API common to 7.7 (Colab) and 8 is used. Figures are matplotlib
-PNGs shown in ``Image`` widgets; every view is drawn once at construction, and
+Only ipywidgets API common to 7.7 (Colab) and 8 is used (tests/test_browser.py runs it in
+JupyterLab with both). Figures are matplotlib PNGs shown 1:1 in ``Image`` widgets, in two
+columns that fit a laptop screen; every view is drawn once at construction, and
 :meth:`MarginExplorer.static_figure`, :func:`epoch_figure` and
 :func:`epoch_animation` give static (matplotlib) and self-contained (plotly) versions
 for GitHub and HTML exports, where no kernel runs the sliders.
@@ -353,7 +354,7 @@ def _text(inner: str) -> str:
 
 #: Pixel sizes of the views (PNG drawn at exactly this size and shown 1:1, never stretched).
 #: Two columns of COLUMN px: with the prompt, the explorer fits JupyterLab's notebook at 1366 px
-#: with the file browser open (output area ~930 px) and is at most ~720 px tall.
+#: with the file browser open (output area ~930 px): 914 x 726 px measured (tests/test_browser.py).
 COLUMN = 450
 VIEW_PX = {"hist": (COLUMN, 240), "epoch": (COLUMN, 240), "scores": (COLUMN, 210), "overlay": (COLUMN, 210)}
 STALE_KERNEL_HINT = ("Nothing redraws when you move a control? Then the kernel behind this explorer is gone "
@@ -375,7 +376,7 @@ class MarginExplorer(W.VBox if W is not None else object):
     ``status_html`` says when the views were last redrawn (or what failed). ``state`` holds the
     numbers on display (b_n, b_a, TPR/FPR, ...), ``png`` the last PNG of each view.
 
-    Layout (about 920 x 720 px, a laptop screen): the fiber histogram (β, τ) beside the epoch
+    Layout (914 x 726 px, a laptop screen): the fiber histogram (β, τ) beside the epoch
     panel, the image scores (threshold) beside the selected image, the two tables below.
     Every part has a CSS class ``bgad-<name>`` (``bgad-explorer`` on the whole).
     """
