@@ -357,6 +357,18 @@ def _text(inner: str) -> str:
 #: with the file browser open (output area ~930 px): 914 x 726 px measured (tests/test_browser.py).
 COLUMN = 450
 VIEW_PX = {"hist": (COLUMN, 240), "epoch": (COLUMN, 240), "scores": (COLUMN, 210), "overlay": (COLUMN, 210)}
+#: Shown only while the widget frontend marks the explorer as disconnected from its kernel (the
+#: class ``jupyter-widgets-disconnected``, set by ipywidgets 7 and 8 in JupyterLab when the kernel
+#: restarts or dies): the controls still move, but nothing can redraw. The frontend's own marks,
+#: one icon per control, would push the controls out of line: the explorer hides them.
+STALE_KERNEL_CSS = (
+    "<style>.bgad-explorer .bgad-stale-msg {display: none}"
+    ".bgad-explorer.jupyter-widgets-disconnected .bgad-stale-msg {display: block; color: #b00; font-weight: bold;"
+    " border: 1px solid #b00; padding: 2px 6px; margin: 2px 0}"
+    ".bgad-explorer.jupyter-widgets-disconnected::before, .bgad-explorer .jupyter-widgets-disconnected::before"
+    " {content: none; display: none}</style>")
+STALE_KERNEL_MSG = ("The kernel behind this explorer is gone (restarted or shut down): moving a control redraws "
+                    "nothing. Run the notebook again: Run → Run All Cells.")
 STALE_KERNEL_HINT = ("Nothing redraws when you move a control? Then the kernel behind this explorer is gone "
                      "(restarted): Run → Run All Cells.")
 
@@ -456,7 +468,8 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.status_html = W.HTML()
         header = W.HTML(_text(
             f"<b style='font-size:14px'>Margin explorer — {html.escape(title)}</b>&nbsp; β, τ set b<sub>n</sub> "
-            "and b<sub>a</sub> = b<sub>n</sub> − τ; images scoring ≥ t are flagged"),
+            "and b<sub>a</sub> = b<sub>n</sub> − τ; images scoring ≥ t are flagged"
+            f"{STALE_KERNEL_CSS}<div class='bgad-stale-msg'>{STALE_KERNEL_MSG}</div>"),
             layout=W.Layout(width=f"{2 * COLUMN - 230 + 10}px"))
 
         def labelled(label, control, width):

@@ -401,6 +401,7 @@ def test_margin_explorer_in_jupyterlab(variant, browser, tmp_path):
 
         ex = Explorer(page)
         ex.root.scroll_into_view_if_needed()
+        assert not ex.root.locator(".bgad-stale-msg").is_visible(), "says the kernel is gone while it is there"
         for name in ("beta", "tau", "threshold", "epoch"):
             assert ex.handle(name).count() == 1 and ex.readout(name).count() == 1, f"no {name} slider"
         for name in ("level", "image"):
@@ -553,9 +554,12 @@ def test_margin_explorer_in_jupyterlab(variant, browser, tmp_path):
         before = ex.srcs()
         ex.select("image").select_option(index=(new_image + 1) % n_images)  # nothing can redraw now
         page.wait_for_timeout(3000)
-        report["after_restart"] = {"redrawn": ex.srcs() != before, "status": ex.part("status").text_content()}
+        stale = ex.root.locator(".bgad-stale-msg").first
+        report["after_restart"] = {"redrawn": ex.srcs() != before, "status": ex.part("status").text_content(),
+                                   "message_shown": stale.is_visible(), "message": stale.text_content()}
         page.screenshot(path=str(out / "screen-after-restart.png"))
         assert not report["after_restart"]["redrawn"]
+        assert report["after_restart"]["message_shown"], "no message that the kernel is gone"
         assert "kernel" in report["after_restart"]["status"] and "Run All" in report["after_restart"]["status"]
 
         # the explorer's cell alone, in the fresh kernel: a clear message, no bare NameError
