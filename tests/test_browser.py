@@ -540,6 +540,7 @@ def test_margin_explorer_in_jupyterlab(variant, browser, tmp_path):
                                   "model_not_found_in_console": len(missing)}
         Explorer(page).root.scroll_into_view_if_needed()
         page.screenshot(path=str(out / "screen-reopened.png"))
+        assert not Explorer(page).root.locator(".bgad-stale-msg").first.is_visible(), "kernel alive, said gone"
         assert "Error displaying widget" not in text and not missing, f"after reopening: {report['after_reopen']}"
 
         # --- kernel restart: the explorer says what to do; its cell alone gives a clear message ---
