@@ -201,17 +201,22 @@ _STAIN_COLOURS = np.array(
 )
 
 
-def _stain(image: np.ndarray, rng: np.random.Generator, scale: float, host: str) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth low-contrast brownish blob with an irregular outline."""
-    size = image.shape[0]
-    radius = max(4.0, rng.uniform(10.0, 30.0) * scale)
+def _blob(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
+    """A smooth irregular region around a random centre: its soft strength map in [0, 1], (size, size)."""
     cy, cx = _random_centre(rng, size, radius * 1.2 + 2)
     yy, xx = _grid(size)
     envelope = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2))
     noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma=max(1.0, radius / 3))
     noise /= noise.std() + 1e-8
     shape = envelope * (1.0 + 0.6 * noise) > 0.4  # an irregular blob around the centre
-    strength = ndimage.gaussian_filter(shape.astype(np.float32), sigma=max(1.0, radius / 6))
+    return ndimage.gaussian_filter(shape.astype(np.float32), sigma=max(1.0, radius / 6))
+
+
+def _stain(image: np.ndarray, rng: np.random.Generator, scale: float, host: str) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth low-contrast brownish blob with an irregular outline."""
+    size = image.shape[0]
+    radius = max(4.0, rng.uniform(10.0, 30.0) * scale)
+    strength = _blob(rng, size, radius)
 
     colour = _STAIN_COLOURS[rng.integers(len(_STAIN_COLOURS))] * rng.uniform(0.9, 1.1, size=3)
     colour = (colour / colour.mean()).astype(np.float32)  # a tint that keeps the brightness
@@ -321,13 +326,7 @@ def _discolour(image: np.ndarray, rng: np.random.Generator, scale: float, host: 
     """A faint grey-level change (30–45 % lighter or darker) over a smooth irregular region; no hue."""
     size = image.shape[0]
     radius = max(4.0, rng.uniform(14.0, 32.0) * scale)
-    cy, cx = _random_centre(rng, size, radius * 1.2 + 2)
-    yy, xx = _grid(size)
-    envelope = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2))
-    noise = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma=max(1.0, radius / 3))
-    noise /= noise.std() + 1e-8
-    shape = envelope * (1.0 + 0.6 * noise) > 0.4
-    strength = ndimage.gaussian_filter(shape.astype(np.float32), sigma=max(1.0, radius / 6))
+    strength = _blob(rng, size, radius)
     factor = rng.uniform(1.3, 1.45) if rng.random() < 0.5 else rng.uniform(0.55, 0.7)
     out = image * (1 + (factor - 1) * strength[..., None])
     return np.clip(out, 0.0, 1.0).astype(np.float32), strength > 0.3
