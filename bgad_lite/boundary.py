@@ -17,17 +17,18 @@ import torch
 from .config import BGADError
 
 
-def compute_boundaries(logp: torch.Tensor, is_anomaly: torch.Tensor, beta: float, tau: float,
-                       normalizer: float) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_boundaries(logp: torch.Tensor, is_anomaly: torch.Tensor | None = None, beta: float = 0.01,
+                       tau: float = 0.1, normalizer: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(b_n, b_a) from the normal entries of ``logp`` (per-dimension log-likelihoods).
 
-    logp (M,), is_anomaly (M,) bool -> two scalar tensors (detached).
+    logp (M,), is_anomaly (M,) bool or None (every entry normal) -> two scalar tensors (detached).
+    The defaults of β, τ and N are the paper's (and :class:`~bgad_lite.config.BGADConfig`'s).
     """
     if not 0.0 < beta < 1.0:
         raise BGADError(f"beta must lie in (0, 1), got {beta}.")
     if not tau > 0.0:
         raise BGADError(f"tau must be > 0, got {tau}.")
-    normal = logp.detach()[~is_anomaly.bool()]  # (n_normal,)
+    normal = logp.detach() if is_anomaly is None else logp.detach()[~is_anomaly.bool()]  # (n_normal,)
     if normal.numel() == 0:
         raise BGADError("the boundary needs normal log-likelihoods, but every entry is anomalous.")
     # ⌊β·n_normal⌋; the epsilon keeps e.g. 0.29·100 = 28.999999999999996 at 29

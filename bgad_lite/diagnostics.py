@@ -64,7 +64,7 @@ def boundary_rates(flows, prep, cfg=None) -> list[dict]:
     for flow, ft, fa, m in zip(flows, prep.train_features, prep.anomaly_features, _level_masks(prep)):
         pos = positional_encoding_2d(cfg.cond_dim, ft.shape[2], ft.shape[3])
         l_train = flow_logp(flow, ft, pos, device=cfg.device).reshape(-1)  # (N_train·H·W,)
-        b_n, b_a = compute_boundaries(l_train, torch.zeros_like(l_train, dtype=torch.bool), cfg.beta, cfg.tau,
+        b_n, b_a = compute_boundaries(l_train, None, cfg.beta, cfg.tau,
                                       cfg.normalizer)
         l_anom = flow_logp(flow, fa, pos, device=cfg.device) / cfg.normalizer  # (N_anom, H, W)
         row = {"b_n": float(b_n), "b_a": float(b_a),

@@ -156,7 +156,7 @@ def save_run_figures(figdir: str | Path, prep, evals: dict, cfg, histories: dict
         for j in range(n_levels):
             ln, la = fiber_logps(ev["test_logps"][j], prep.test_masks, cfg.normalizer)
             train = ev["train_logps"][j].reshape(-1)
-            b_n, b_a = compute_boundaries(train, torch.zeros_like(train, dtype=torch.bool), cfg.beta, cfg.tau,
+            b_n, b_a = compute_boundaries(train, None, cfg.beta, cfg.tau,
                                           cfg.normalizer)
             plot_logp_histogram(axes[r, j], ln, la, float(b_n), float(b_a), title=f"{name}, level {j} (test)")
     fig.tight_layout()

@@ -34,7 +34,7 @@ LEVEL = 1  # stride 8: the level the notebooks show
 
 def _boundaries_from_logp(train_logp: torch.Tensor, cfg) -> tuple[float, float]:
     logp = train_logp.reshape(-1)
-    b_n, b_a = compute_boundaries(logp, torch.zeros(len(logp), dtype=torch.bool), cfg.beta, cfg.tau, cfg.normalizer)
+    b_n, b_a = compute_boundaries(logp, None, cfg.beta, cfg.tau, cfg.normalizer)
     return float(b_n), float(b_a)
 
 
@@ -127,7 +127,7 @@ def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
     for ax, i in zip(axes, pick):
         s = snaps[i]
         train = torch.from_numpy(np.asarray(s.l_train, dtype=np.float64))
-        b_n, b_a = compute_boundaries(train, torch.zeros(len(train), dtype=torch.bool), cfg.beta, cfg.tau, 1.0)
+        b_n, b_a = compute_boundaries(train, None, cfg.beta, cfg.tau, 1.0)
         draw_fiber_histogram(ax, {g: s.l_test[recorder.groups == g] for g in ("normal", "seen", "unseen")},
                              float(b_n), float(b_a), xlim,
                              title=f"epoch {s.epoch}" + (" (end of phase 1)" if s.epoch == 0 else ""))

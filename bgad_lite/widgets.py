@@ -160,7 +160,7 @@ class EpochRecorder:
 def _boundaries(l_train: np.ndarray, beta: float, tau: float) -> tuple[float, float]:
     """b_n, b_a from normal l = logp / N values (compute_boundaries takes logp, so scale back)."""
     logp = torch.from_numpy(np.asarray(l_train, dtype=np.float64))
-    b_n, b_a = compute_boundaries(logp, torch.zeros(len(logp), dtype=torch.bool), beta, tau, 1.0)
+    b_n, b_a = compute_boundaries(logp, None, beta, tau, 1.0)
     return float(b_n), float(b_a)
 
 
@@ -567,7 +567,7 @@ class MarginExplorer(W.VBox if W is not None else object):
         """(b_n, b_a) of the selected level for the current β, τ: compute_boundaries on the
         training normals' logp, as the fixed boundary of training does."""
         logp = self.ev["train_logps"][self.level.value].reshape(-1)  # (N_train·H·W,) all normal
-        b_n, b_a = compute_boundaries(logp, torch.zeros(len(logp), dtype=torch.bool), self.beta.value,
+        b_n, b_a = compute_boundaries(logp, None, self.beta.value,
                                       self.tau.value, self.normalizer)
         return float(b_n), float(b_a)
 

@@ -87,3 +87,13 @@ def test_index_floor_is_exact_for_decimal_beta():
     logp = torch.arange(n, dtype=torch.float32)
     b_n, _ = compute_boundaries(logp, torch.zeros(n, dtype=torch.bool), beta=0.29, tau=0.1, normalizer=1.0)
     assert b_n.item() == 29.0
+
+
+def test_no_mask_means_every_entry_is_normal_and_defaults_are_the_papers():
+    logp = torch.linspace(-30.0, 10.0, 300)
+    with_mask = compute_boundaries(logp, torch.zeros(300, dtype=torch.bool), 0.01, 0.1, 10.0)
+    assert compute_boundaries(logp) == with_mask  # β = 0.01, τ = 0.1, N = 10
+    assert compute_boundaries(logp, None, 0.2, 0.5, 1.0) == compute_boundaries(
+        logp, torch.zeros(300, dtype=torch.bool), 0.2, 0.5, 1.0)
+    # index ⌊0.01 · 300⌋ = 3 of the sorted values, divided by N
+    assert float(with_mask[0]) == pytest.approx(float(logp[3]) / 10.0)
