@@ -20,11 +20,6 @@ DEFAULT_OUT = BENCH_DIR / "results"
 DEFAULT_CACHE = BENCH_DIR / ".cache"  # features and phase-1 flows of the benchmarks (git-ignored)
 
 
-def set_cpu_env() -> None:
-    """Passive OpenMP waiting (spinning threads stall small flow steps); call before importing torch."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

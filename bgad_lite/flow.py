@@ -173,12 +173,21 @@ def fiber_labels(masks: torch.Tensor, height: int, width: int, min_fraction: flo
 @torch.no_grad()
 def flow_logp(flow, features: torch.Tensor, pos: torch.Tensor, chunk: int = 16384,
               device: str = "cpu") -> torch.Tensor:
-    """Per-dimension log-likelihood of every fiber: (N, C, H, W) -> (N, H, W)."""
+    """Per-dimension log-likelihood of every fiber: (n, C, H, W) -> (n, H, W).
+
+    No side effect: the flow is evaluated in eval mode on ``device`` and handed back in the
+    mode and on the device it came in.
+    """
     n, _, h, w = features.shape
     x, c, _ = to_fibers(features, pos)
-    flow = flow.to(device).eval()
-    out = []
-    for s in range(0, len(x), chunk):
-        z, ljd = flow(x[s:s + chunk].to(device), c=[c[s:s + chunk].to(device)])
-        out.append(log_likelihood(z, ljd).cpu())
-    return torch.cat(out).reshape(n, h, w)  # (NHW,) -> (N, H, W)
+    was_training = flow.training
+    home = next((p.device for p in flow.parameters()), None)  # None: a flow without parameters
+    flow.to(device).eval()
+    try:
+        out = []
+        for s in range(0, len(x), chunk):
+            z, ljd = flow(x[s:s + chunk].to(device), c=[c[s:s + chunk].to(device)])
+            out.append(log_likelihood(z, ljd).cpu())
+    finally:
+        flow.to(home or device).train(was_training)
+    return torch.cat(out).reshape(n, h, w)  # (nHW,) -> (n, H, W)

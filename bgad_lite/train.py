@@ -198,7 +198,6 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
         history.append({k: sums[k] / counts[k] for k in sorted(sums)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, flows)
-            flows.train()
     bar.close()
     flows.eval()
     return history

@@ -289,3 +289,17 @@ def test_standardized_flow_is_the_density_of_the_raw_fiber():
     for i in range(4):
         jac = torch.autograd.functional.jacobian(lambda v: flow(v[None], c=[cond[i:i + 1]])[0][0], x[i])
         assert float(torch.linalg.slogdet(jac)[1]) == pytest.approx(float(ljd[i].detach()), abs=1e-8)
+
+
+def test_flow_logp_has_no_side_effect():
+    from bgad_lite.flow import flow_logp
+
+    flow = build_flow(4, 8, n_blocks=2, seed=0).train()
+    feats, pos = torch.randn(2, 4, 3, 3), positional_encoding_2d(8, 3, 3)
+    logp = flow_logp(flow, feats, pos)
+    assert flow.training  # handed back in the mode it came in
+    x, c, _ = to_fibers(feats, pos)
+    with torch.no_grad():
+        expected = log_likelihood(*flow.eval()(x, c=[c])).reshape(2, 3, 3)
+    assert torch.allclose(logp, expected)
+    assert not flow.training and not flow_logp(flow, feats, pos).isnan().any() and not flow.training
