@@ -20,18 +20,16 @@ import numpy as np
 import torch
 
 from .boundary import compute_boundaries
-from .flow import downsample_masks, fiber_labels, flow_logp, positional_encoding_2d
+from .flow import fiber_labels, flow_logp, positional_encoding_2d
 
 KINDS = ("labelled", "flip", "cutpaste")
 
 
 def _level_masks(prep) -> list[torch.Tensor]:
     """Anomalous-fiber masks of the synthesised anomaly images, per level: L x (N_anom, H_l, W_l)."""
-    masks = torch.from_numpy(prep.anomaly_masks)  # (N_anom, S, S)
+    masks = torch.from_numpy(prep.anomaly_masks)  # (n_anom, S, S)
     cfg = prep.cfg
-    if cfg.label_rule == "half":
-        return [downsample_masks(masks, f.shape[2], f.shape[3], cfg.label_fraction) for f in prep.anomaly_features]
-    return [fiber_labels(masks, f.shape[2], f.shape[3], cfg.label_fraction, cfg.label_rule == "keep")[0]
+    return [fiber_labels(masks, f.shape[2], f.shape[3], cfg.label_fraction, cfg.label_rule)[0]
             for f in prep.anomaly_features]
 
 
@@ -53,19 +51,23 @@ def label_counts(prep) -> list[dict]:
 
 
 @torch.no_grad()
-def boundary_rates(flows, prep, cfg=None) -> list[dict]:
+def boundary_rates(flows, prep, cfg=None, train_logps: list[torch.Tensor] | None = None) -> list[dict]:
     """Per level: b_n, b_a from all normal training fibers, and the fractions of
     labelled (+ flipped) and CutPaste anomalous fibers below b_a and of normal
-    training fibers above b_n. Empty groups give ``None``."""
+    training fibers above b_n. Empty groups give ``None``.
+
+    ``train_logps``: the flows' logp of the training fibers, J x (n_train, H_j, W_j), when
+    already computed (``pipeline.evaluate`` returns them), so they are not computed again.
+    """
     cfg = cfg or prep.cfg
     kinds = np.asarray(prep.anomaly_kinds)
-    real = torch.from_numpy(np.isin(kinds, ("labelled", "flip")))  # (N_anom,)
+    real = torch.from_numpy(np.isin(kinds, ("labelled", "flip")))  # (n_anom,)
     out = []
-    for flow, ft, fa, m in zip(flows, prep.train_features, prep.anomaly_features, _level_masks(prep)):
+    for j, (flow, ft, fa, m) in enumerate(zip(flows, prep.train_features, prep.anomaly_features, _level_masks(prep))):
         pos = positional_encoding_2d(cfg.cond_dim, ft.shape[2], ft.shape[3])
-        l_train = flow_logp(flow, ft, pos, device=cfg.device).reshape(-1)  # (N_train·H·W,)
-        b_n, b_a = compute_boundaries(l_train, None, cfg.beta, cfg.tau,
-                                      cfg.normalizer)
+        l_train = (flow_logp(flow, ft, pos, device=cfg.device) if train_logps is None
+                   else train_logps[j]).reshape(-1)  # (n_train·H·W,)
+        b_n, b_a = compute_boundaries(l_train, None, cfg.beta, cfg.tau, cfg.normalizer)
         l_anom = flow_logp(flow, fa, pos, device=cfg.device) / cfg.normalizer  # (N_anom, H, W)
         row = {"b_n": float(b_n), "b_a": float(b_a),
                "normal_above_b_n": float((l_train / cfg.normalizer > b_n).float().mean())}

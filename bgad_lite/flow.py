@@ -144,22 +144,27 @@ def downsample_masks(masks: torch.Tensor, height: int, width: int, min_fraction:
 
 
 def fiber_labels(masks: torch.Tensor, height: int, width: int, min_fraction: float = 0.5,
-                 keep_small: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training labels of fibers from (N, S, S) bool pixel masks -> (anomalous, ignore), each (N, height, width).
+                 rule: str = "keep") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Training labels of fibers from (n, S, S) bool pixel masks -> (anomalous, ignore), each (n, height, width).
 
     - anomalous: at least ``min_fraction`` of the cell is defect (as :func:`downsample_masks`);
-      with ``keep_small``, a defect region (a connected component of the mask) that reaches
+      with ``rule="keep"``, a defect region (a connected component of the mask) that reaches
       that fraction in no cell still marks the one cell it covers most — so a 5-px pit keeps a
       fiber at every level instead of vanishing from the coarse ones.
-    - ignore: cells that a defect touches but that are not anomalous. They are neither
-      clean normals (the ML and pull terms would raise their likelihood) nor anomalies, so
-      training leaves them out.
+    - ignore (rules "keep" and "ignore"): cells that a defect touches but that are not
+      anomalous. They are neither clean normals (the ML and pull terms would raise their
+      likelihood) nor anomalies, so training leaves them out. ``rule="half"`` (v0.1) returns
+      ``None`` here: touched cells count as normal.
     """
     from scipy import ndimage
 
-    frac = torch.nn.functional.adaptive_avg_pool2d(masks.float()[:, None], (height, width))[:, 0]  # (N, H, W)
+    if rule not in ("half", "ignore", "keep"):
+        raise BGADError(f"rule must be 'half', 'ignore' or 'keep', got {rule!r}.")
+    frac = torch.nn.functional.adaptive_avg_pool2d(masks.float()[:, None], (height, width))[:, 0]  # (n, H, W)
     anomalous = frac >= min_fraction
-    if keep_small:
+    if rule == "half":
+        return anomalous, None
+    if rule == "keep":
         for i in range(len(masks)):
             regions, n = ndimage.label(masks[i].numpy())
             for r in range(1, n + 1):

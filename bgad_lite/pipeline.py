@@ -27,7 +27,7 @@ from .checkpoint import save_checkpoint
 from .config import BGADConfig, BGADError
 from .data import Category, FewShotSplit, few_shot_split, load_category, load_split, with_groups
 from .features import cached_features, create_backbone, fingerprint
-from .flow import downsample_masks, fiber_labels, positional_encoding_2d
+from .flow import fiber_labels, positional_encoding_2d
 from .gaussian import GaussianModel
 from .scoring import anomaly_maps, image_scores, level_logps, normalisation_stats
 from .synth import DEFAULT_SEEN_TYPES, cutpaste, flip_augment, make_texture_dataset
@@ -94,10 +94,7 @@ class Prepared:
             feats.append(torch.cat([ft, fa]))  # (N_train + N_anom, C, H, W)
             h, w = ft.shape[2:]
             normal = torch.zeros(len(ft), h, w, dtype=torch.bool)
-            if self.cfg.label_rule == "half":
-                m, ig = downsample_masks(anom_masks, h, w, self.cfg.label_fraction), None
-            else:
-                m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, keep_small=self.cfg.label_rule == "keep")
+            m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, self.cfg.label_rule)
             masks.append(torch.cat([normal, m]))  # (N_train + N_anom, H, W)
             ignore.append(None if ig is None else torch.cat([normal, ig]))
         return make_levels(feats, masks, self.cfg.cond_dim, None if ignore[0] is None else ignore)
@@ -271,7 +268,7 @@ def parallel_workers(cfg: BGADConfig, n_variants: int) -> int:
 
     if cfg.device != "cpu" or not sys.platform.startswith("linux"):
         return 1  # a GPU runs the variants one after another; fork is only safe on Linux
-    return max(1, min(n_variants, os.cpu_count() or 1, 3))
+    return max(1, min(n_variants, os.cpu_count() or 1))
 
 
 def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGADConfig | None = None,
@@ -385,10 +382,11 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
         else:
             model, hist, boundaries = trained[variant]
             histories[variant] = hist
-            diag["rates"][variant] = diagnostics.boundary_rates(model, prep)
         t = time.perf_counter()
         ev = evaluate(model, prep)
         timings[f"eval_{variant}"] = time.perf_counter() - t
+        if variant != "gaussian":
+            diag["rates"][variant] = diagnostics.boundary_rates(model, prep, train_logps=ev["train_logps"])
         results[variant] = ev["metrics"]
         evals[variant] = ev
         if variant != "gaussian":

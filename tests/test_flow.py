@@ -254,10 +254,12 @@ def test_fiber_labels_keep_a_small_defect_and_ignore_touched_cells():
     assert torch.equal(anomalous, expected)
     assert not ignore.any()  # every touched cell is anomalous here
     # without keep_small the pit and the pixel vanish, and their cells are ignored instead
-    half, ignore_half = fiber_labels(masks, 4, 4, keep_small=False)
+    half, ignore_half = fiber_labels(masks, 4, 4, rule="ignore")
     assert torch.equal(half, downsample_masks(masks, 4, 4))
     assert ignore_half[0, 0, 0] and ignore_half[1, 1, 1] and ignore_half.sum() == 2
     assert not (half & ignore_half).any()
+    v01, no_ignore = fiber_labels(masks, 4, 4, rule="half")  # v0.1: touched cells count as normal
+    assert torch.equal(v01, half) and no_ignore is None
 
 
 def test_fiber_labels_two_regions_in_one_cell_count_separately():
