@@ -156,11 +156,12 @@ def _variant_job(job: dict) -> dict:
         t_p1 = time.perf_counter() - t
         t = time.perf_counter()
         model, history, _ = pipeline.fit_variant(prep, phase1, job["variant"], progress=False)
-        rates = diagnostics.boundary_rates(model, prep)
     t_fit = time.perf_counter() - t
     t = time.perf_counter()
     ev = pipeline.evaluate(model, prep)
     t_eval = time.perf_counter() - t
+    if job["variant"] != "gaussian":
+        rates = diagnostics.boundary_rates(model, prep, train_logps=ev["train_logps"])
     types = [str(x) for x in prep.test_types]
     return {"metrics": ev["metrics"], "prepare_s": t_prep, "phase1_s": t_p1, "phase1_from_cache": hist is None,
             "fit_s": t_fit, "eval_s": t_eval,
