@@ -14,4 +14,6 @@ Every number in ``benchmarks/RESULTS.md`` is measured by the run that wrote it;
 each table carries the date and the machine.
 """
 
+import bgad_lite  # noqa: F401,E402  (sets OMP_WAIT_POLICY before any benchmark imports torch)
+
 SECTIONS = ("accuracy", "bsdata", "sensitivity", "speed", "aupro", "scaling")

@@ -1,11 +1,9 @@
 """``python -m benchmarks [--quick] [--only accuracy,...] [--out DIR]``."""
 
-import os
 import sys
 
-# Spinning OpenMP threads stall small flow steps: set before torch is first imported
-# (the spawned workers inherit it, and set it again themselves).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Spinning OpenMP threads stall small flow steps: importing bgad_lite (benchmarks/__init__)
+# sets OMP_WAIT_POLICY before torch is first imported; spawned workers import it again.
 
 from benchmarks.runner import main  # noqa: E402
 

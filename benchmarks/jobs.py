@@ -104,8 +104,7 @@ def _prepare(dataset: str, seed: int, overrides: dict, cache_dir: str):
 # ---------------------------------------------------------------------------
 
 def init_worker() -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    import torch  # after bgad_lite (benchmarks/__init__), which set OMP_WAIT_POLICY
 
     torch.set_num_threads(1)
 

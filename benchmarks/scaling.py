@@ -25,7 +25,7 @@ SIZES = (128, 256)
 
 def scaling_data(cache_dir: Path, n_max: int = 400) -> Path:
     """The grass set with ``n_max`` training images (generated once), and per-n symlink roots."""
-    from bgad_lite.synth import make_texture_dataset
+    from bgad_lite.textures import make_texture_dataset
 
     root = Path(cache_dir) / f"scaling-data-{n_max}"
     make_texture_dataset(root, "grass", seed=0, n_train=n_max, n_test_good=10, n_per_type=5, size=256,
@@ -86,8 +86,7 @@ def measure_scaling(cache_dir: str = str(DEFAULT_CACHE), n_train=N_TRAIN, sizes=
     for n, size in plan:
         root = _subset_root(full, n)
         args = json.dumps({"data_root": str(root), "n": n, "size": size, "epochs": epochs})
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-        p = subprocess.run([sys.executable, "-m", "benchmarks.scaling", args], cwd=REPO, env=env,
+        p = subprocess.run([sys.executable, "-m", "benchmarks.scaling", args], cwd=REPO,
                            capture_output=True, text=True)
         line = next((l for l in p.stdout.splitlines() if l.startswith("{")), None)
         points.append(json.loads(line) if line else {"n_train": n, "image_size": size,
@@ -170,6 +169,5 @@ def plot_scaling(data: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     kw = json.loads(sys.argv[1])
     print(json.dumps(run_point(kw["data_root"], kw["n"], kw["size"], kw["epochs"])))

@@ -102,9 +102,10 @@ class OnTheFlyFeatures:
 
 
 def _training_images(n: int, size: int):
-    from bgad_lite.data import load_category, load_split
-    from bgad_lite.pipeline import default_data_root
-    from bgad_lite.synth import make_texture_dataset
+    from bgad_lite.data import load_category
+    from bgad_lite.images import load_split
+    from bgad_lite.prepare import default_data_root
+    from bgad_lite.textures import make_texture_dataset
 
     root = default_data_root()
     make_texture_dataset(root, "grass", seed=0, progress=False)
@@ -122,7 +123,8 @@ def measure_cached_vs_official(backbone: str = "tf_efficientnet_lite0", pretrain
     from bgad_lite import BGADConfig
     from bgad_lite.features import create_backbone, extract_features
     from bgad_lite.flow import flow_logp
-    from bgad_lite.train import make_flows, make_levels, torch_threads, train_flows
+    from bgad_lite.runtime import torch_threads
+    from bgad_lite.train import make_flows, make_levels, train_flows
 
     cfg = BGADConfig(backbone=backbone, pretrained=pretrained, image_size=image_size)
     images = _training_images(n_images, image_size)
@@ -256,7 +258,8 @@ def measure_throughput(chunk: int = 4096, seconds: float = 3.0, profile: bool = 
     from bgad_lite.features import create_backbone
     from bgad_lite.flow import log_likelihood
     from bgad_lite.losses import ml_loss
-    from bgad_lite.train import make_flows, torch_threads
+    from bgad_lite.runtime import torch_threads
+    from bgad_lite.train import make_flows
 
     cfg = BGADConfig()
     channels = create_backbone(cfg.backbone, cfg.out_indices, cfg.pretrained).feature_info.channels()
@@ -355,7 +358,7 @@ def render_speed(data: dict) -> str:
                 p2 = sum(v for k, v in t.items() if k.startswith("phase2"))
                 cpus = data["machine"].get("cpu_count") or 1
                 n_flow = len([v for v in e.get("results", {}) if v != "gaussian"]) or 3
-                workers = max(1, min(n_flow, cpus, 3))  # as `pipeline.parallel_workers` on a Linux CPU
+                workers = max(1, min(n_flow, cpus, 3))  # as `runtime.parallel_workers` on a Linux CPU
                 if e["cpu_s"] / cpus > E2E_TARGET_S:
                     out.append(f"Its CPU time ({e['cpu_s']:.0f} s, over all its processes) is more than "
                                f"{cpus} cores can deliver in {E2E_TARGET_S:.0f} s, so it would miss on an idle "

@@ -1,11 +1,21 @@
 """bgad-lite: BGAD (Yao et al., CVPR 2023) as a small library you can read and run.
 
-One module per idea: ``features`` (frozen CNN fibers), ``flow`` (conditional
-normalizing flow, positional encoding, log-likelihood), ``boundary`` (b_n, b_a),
-``losses`` (ML, BG-SPP), ``train``, ``scoring``, ``metrics``, ``data``,
-``synth`` (embedded textures, CutPaste), ``plots``, ``widgets``, ``pipeline``.
+One module per idea (the README's "The method, and where it lives" lists them all):
+``features`` (frozen CNN fibers), ``flow`` (conditional normalizing flow, positional
+encoding, log-likelihood), ``boundary`` (b_n, b_a), ``losses`` (ML, BG-SPP), ``train``,
+``scoring``, ``metrics``, ``gaussian`` (the per-position reference), data in ``data``,
+``images``, ``fewshot``, ``textures``, ``augment``, and a run in ``prepare`` ->
+``pipeline`` -> ``evaluate``.
+
+Importing bgad_lite sets ``OMP_WAIT_POLICY=PASSIVE`` where it is not set
+(:func:`bgad_lite.runtime.set_cpu_defaults`): import it before torch.
 """
 
+from .runtime import set_cpu_defaults
+
+set_cpu_defaults()  # before the imports below load torch
+
+# isort: split
 from .boundary import compute_boundaries
 from .config import BGADConfig, BGADError
 from .flow import build_flow, log_likelihood, positional_encoding_2d

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 
 
@@ -65,9 +64,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Spinning OpenMP threads stall small flow steps on CPUs; this must be set
-    # before torch is first imported, which is why the imports below are late.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .config import BGADError
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "notebooks":
-        from .course import run_notebooks
+        from .notebooks import run_notebooks
 
         try:
             times = run_notebooks(args.out, smoke=not args.full, names=args.only, student=args.student)

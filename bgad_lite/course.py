@@ -1,4 +1,4 @@
-"""The notebook course: what every notebook of ``notebooks/`` shares, and a runner for all of them.
+"""The notebook course: what every notebook of ``notebooks/`` shares.
 
 The five notebooks (``01_feature_extraction`` ... ``05_margin_explorer``) each open
 with the same three steps, all of which live here so the notebooks agree:
@@ -13,8 +13,7 @@ with the same three steps, all of which live here so the notebooks agree:
 3. :func:`phase1` — the phase-1 flows, trained once and then loaded from the cache
    (with their training curve).
 
-:func:`run_notebooks` executes the sequence with papermill (what ``bgad-lite
-notebooks`` and the tests call).
+Which notebooks there are and how to run them all is :mod:`bgad_lite.notebooks`.
 """
 
 from __future__ import annotations
@@ -22,22 +21,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
 import sys
-import time
 from pathlib import Path
 
 from .config import BGADConfig, BGADError
+from .runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
-
-#: The notebooks, in teaching order (file names without ``.ipynb``).
-NOTEBOOKS = ("01_feature_extraction", "02_unsupervised_flow", "03_explicit_boundary", "04_semi_push_pull",
-             "05_margin_explorer")
-#: The repository (``[project.urls] Repository`` of pyproject.toml).
-REPOSITORY = "https://github.com/bgad-lite/bgad-lite"
-#: What Colab installs when ``import bgad_lite`` fails.
-PIP_SPEC = f"bgad-lite @ git+{REPOSITORY}"
 
 #: Epochs of a full run: phase 1 (normal-only ML) and phase 2 (fine-tuning), as `bgad-lite run`.
 FULL_EPOCHS = (BGADConfig.epochs_phase1, BGADConfig.epochs_phase2)  # the library's defaults
@@ -60,17 +50,6 @@ def in_colab() -> bool:
 def smoke_requested(smoke: bool = False) -> bool:
     """The ``SMOKE`` parameter, or the environment variable ``BGAD_SMOKE=1`` (tests, CI)."""
     return bool(smoke) or os.environ.get("BGAD_SMOKE", "").strip().lower() in ("1", "true", "yes")
-
-
-def resolve_device(device: str | None = None) -> str:
-    """``None``/``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``
-    (:func:`bgad_lite.pipeline.resolve_device`, with a hint for notebooks)."""
-    from .pipeline import resolve_device as _resolve
-
-    try:
-        return _resolve(device)
-    except BGADError as e:
-        raise BGADError(f"{e} In Colab: Runtime > Change runtime type > GPU; elsewhere set DEVICE = None.") from e
 
 
 def plotly_renderer() -> str:
@@ -98,16 +77,6 @@ def plotly_renderer() -> str:
         html.global_init = False  # no CDN import at the first figure; the figures' HTML is unchanged
         pio.renderers["bgad_html"] = html
     return "plotly_mimetype+bgad_html"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA)."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | None = None,
@@ -162,7 +131,7 @@ def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -
     - any other string: a folder in MVTec AD layout that holds ``category``; the category
       folder itself is accepted too.
     """
-    from .synth import TEXTURES
+    from .textures import TEXTURES
 
     if dataset == "textures":
         if category not in TEXTURES:
@@ -170,8 +139,8 @@ def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -
                             "For MVTec AD use DATASET='mvtec' and e.g. CATEGORY='carpet'.")
         return None, category
     if dataset == "mvtec":
-        from .data import download_mvtec
-        from .pipeline import default_data_root
+        from .download import download_mvtec
+        from .prepare import default_data_root
 
         root = Path(data_root) if data_root else default_data_root() / "mvtec"
         download_mvtec(category, root)
@@ -254,82 +223,3 @@ def markdown_table(rows: list[list], header: list[str], floatfmt: str = ".3f") -
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------
-# Running the sequence
-# ---------------------------------------------------------------------------
-
-
-def notebooks_dir() -> Path:
-    """``notebooks/`` of the source checkout this package was imported from."""
-    path = Path(__file__).resolve().parent.parent / "notebooks"
-    if not path.is_dir():
-        raise BGADError(f"no notebooks folder at {path}: the notebooks ship with the source repository "
-                        f"({REPOSITORY}), not with the installed package. Clone it and run from there.")
-    return path
-
-
-def colab_url(name: str) -> str:
-    """The "Open in Colab" address of a notebook."""
-    gh = REPOSITORY.removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{gh}/blob/main/notebooks/{name}.ipynb"
-
-
-def select_notebooks(names=None) -> list[str]:
-    """Full notebook names from full names or prefixes (``"01"``, ``"04_semi"``)."""
-    if names is None:
-        return list(NOTEBOOKS)
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    out = []
-    for n in names:
-        n = n.strip().removesuffix(".ipynb")
-        match = [nb for nb in NOTEBOOKS if nb == n or nb.startswith(n)]
-        if len(match) != 1:
-            raise BGADError(f"notebook {n!r} matches {match or 'nothing'}; choose from {list(NOTEBOOKS)}.")
-        out.append(match[0])
-    return out
-
-
-def export_html(notebook_path: str | Path, html_path: str | Path) -> Path:
-    """Write an executed notebook as one HTML file (nbconvert's ``lab`` template)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(notebook_path), as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    Path(html_path).write_text(body, encoding="utf-8")
-    return Path(html_path)
-
-
-def run_notebooks(out_dir: str | Path, smoke: bool = True, parameters: dict | None = None, names=None,
-                  html: bool = True, progress: bool = False, student: bool = False) -> dict[str, float]:
-    """Execute the notebooks with papermill; returns ``{name: seconds}``.
-
-    Each notebook runs in a fresh ``python3`` kernel with ``notebooks/`` as working
-    directory, with ``SMOKE=smoke``, ``PROGRESS=False`` and ``parameters`` injected (e.g.
-    ``{"CACHE_DIR": ..., "DEVICE": "cuda"}``). The executed copies go to
-    ``out_dir/<name>.ipynb`` and, with ``html``, ``out_dir/<name>.html``. Without a
-    ``CACHE_DIR`` parameter the notebooks share their default cache, so later ones
-    load the features and phase-1 flows of earlier ones. With ``student``, the student
-    copies of ``notebooks/student/`` run instead (every exercise check reports "not
-    attempted" and the notebook still runs to the end; :mod:`bgad_lite.student`).
-    """
-    import papermill
-
-    src = notebooks_dir() / "student" if student else notebooks_dir()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    params = {"SMOKE": bool(smoke), "PROGRESS": False, **(parameters or {})}  # no progress bars in the copies
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the kernels inherit it
-    times = {}
-    for name in select_notebooks(names):
-        t = time.perf_counter()
-        papermill.execute_notebook(str(src / f"{name}.ipynb"), str(out / f"{name}.ipynb"), parameters=params,
-                                   kernel_name="python3", cwd=str(src), progress_bar=progress, log_output=False)
-        times[name] = time.perf_counter() - t
-        if html:
-            export_html(out / f"{name}.ipynb", out / f"{name}.html")
-        log.info("%s: %.1f s", name, times[name])
-    return times

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import BGADError
+from .runtime import atomic_write, seeded
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,13 @@ def _offline_lite0_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]
 
 
 def create_backbone(name: str = OFFLINE_BACKBONE, out_indices: tuple[int, ...] = (1, 2, 3),
-                    pretrained: bool = True) -> torch.nn.Module:
+                    pretrained: bool = True, seed: int = 0) -> torch.nn.Module:
     """A frozen timm ``features_only`` model in eval mode.
 
     ``pretrained=True`` loads ImageNet weights: offline for ``tf_efficientnet_lite0``,
     from the hub for every other name (a clear error when that fails).
-    ``pretrained=False`` gives random weights — only when asked for.
+    ``pretrained=False`` gives random weights — only when asked for — drawn under ``seed``
+    (the same seed, the same network; a feature cache key must then include it).
     The model gets ``.mean`` and ``.std`` attributes for input normalisation.
     """
     import timm
@@ -71,9 +72,12 @@ def create_backbone(name: str = OFFLINE_BACKBONE, out_indices: tuple[int, ...] =
         weights = _offline_lite0_state_dict(full)
         model = timm.create_model(name, pretrained=False, **kwargs)
         model.load_state_dict({k: weights[k] for k in model.state_dict()})
+    elif not pretrained:
+        with seeded(seed):
+            model = timm.create_model(name, pretrained=False, **kwargs)
     else:
         try:
-            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+            model = timm.create_model(name, pretrained=True, **kwargs)
         except Exception as e:  # timm raises many kinds when the hub is unreachable
             raise BGADError(f"could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). "
                             f"Without network use backbone={OFFLINE_BACKBONE!r} (offline weights), "
@@ -141,8 +145,5 @@ def cached_features(model: torch.nn.Module, images: np.ndarray, cache_dir: str |
         log.info("features: loaded from cache %s", path)
         return torch.load(path, weights_only=True)
     feats = extract_features(model, images, device=device, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(feats, tmp))
     return feats

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -60,17 +59,13 @@ def build_flow(in_channels: int, cond_dim: int, n_blocks: int, clamp: float = 1.
     import FrEIA.framework as Ff
     import FrEIA.modules as Fm
 
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with torch.random.fork_rng(devices=[]):  # subnet weights: torch's RNG, seeded, then restored
-            torch.manual_seed(seed)
-            flow = Ff.SequenceINN(in_channels)
-            for _ in range(n_blocks):
-                flow.append(Fm.AllInOneBlock, cond=0, cond_shape=(cond_dim,), subnet_constructor=_subnet,
-                            affine_clamping=clamp, global_affine_type="SOFTPLUS", permute_soft=True)
-    finally:
-        np.random.set_state(state)
+    from .runtime import seeded
+
+    with seeded(seed):  # permutations: NumPy's RNG; subnet weights: torch's; both restored after
+        flow = Ff.SequenceINN(in_channels)
+        for _ in range(n_blocks):
+            flow.append(Fm.AllInOneBlock, cond=0, cond_shape=(cond_dim,), subnet_constructor=_subnet,
+                        affine_clamping=clamp, global_affine_type="SOFTPLUS", permute_soft=True)
     return flow
 
 

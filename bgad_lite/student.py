@@ -96,7 +96,7 @@ def write_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
     ``src_dir``: the solution notebooks (default: the checkout's ``notebooks/``);
     ``out_dir``: default ``<src_dir>/student``.
     """
-    from .course import NOTEBOOKS, notebooks_dir
+    from .notebooks import NOTEBOOKS, notebooks_dir
 
     src = Path(src_dir) if src_dir else notebooks_dir()
     out = Path(out_dir) if out_dir else src / STUDENT_DIR
@@ -111,7 +111,7 @@ def write_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
 
 def stale_student_copies(src_dir: str | Path | None = None, out_dir: str | Path | None = None) -> list[str]:
     """Names of the student copies that are missing or differ from a fresh regeneration."""
-    from .course import NOTEBOOKS, notebooks_dir
+    from .notebooks import NOTEBOOKS, notebooks_dir
 
     src = Path(src_dir) if src_dir else notebooks_dir()
     out = Path(out_dir) if out_dir else src / STUDENT_DIR

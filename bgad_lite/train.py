@@ -14,7 +14,6 @@ level (the official design).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -93,17 +92,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Temporarily use ``n`` intra-op threads (small flow steps run best on one)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _steps_per_epoch(levels: list[LevelData], batch_images: int, chunk: int) -> int:

@@ -1,4 +1,4 @@
-"""Tests of bgad_lite.data: layout checks, pixel loading, few-shot splits, download (offline)."""
+"""Tests of bgad_lite.data, images, fewshot and download: layout checks, pixel loading, few-shot splits, download (offline)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad_lite import data
+from bgad_lite import download
 from bgad_lite.config import BGADError
-from bgad_lite.data import (
-    Category,
-    Sample,
-    download_mvtec,
-    few_shot_split,
-    load_category,
-    load_image,
-    load_mask,
-    load_split,
-    with_groups,
-)
-from bgad_lite.synth import DEFECT_TYPES, make_texture_dataset
+from bgad_lite.data import Category, Sample, load_category, with_groups
+from bgad_lite.download import download_mvtec
+from bgad_lite.fewshot import few_shot_split
+from bgad_lite.images import load_image, load_mask, load_split
+from bgad_lite.textures import DEFECT_TYPES, make_texture_dataset
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -432,8 +425,8 @@ def test_download_resumes_and_extracts_one_category(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(urllib.request, "urlopen", serve)
     target = download_mvtec("bottle", tmp_path, sha256=hashlib.sha256(payload).hexdigest())
-    assert seen == [(data.MVTEC_URLS["bottle"], "bytes=100-")]
-    assert data.MVTEC_URLS["bottle"].endswith("/bottle.tar.xz")
+    assert seen == [(download.MVTEC_URLS["bottle"], "bytes=100-")]
+    assert download.MVTEC_URLS["bottle"].endswith("/bottle.tar.xz")
     assert target == tmp_path / "bottle"
     assert (target / "train" / "good" / "000.png").is_file()
     assert not (tmp_path / "cable").exists()  # only the requested category

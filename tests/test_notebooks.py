@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bgad_lite import course, student
+from bgad_lite import course, notebooks, student
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -34,11 +34,11 @@ def _repository() -> str:
 
 
 def test_the_sequence_is_complete():
-    assert sorted(p.stem for p in NB_DIR.glob("*.ipynb")) == sorted(course.NOTEBOOKS)
-    assert course.REPOSITORY == _repository()
+    assert sorted(p.stem for p in NB_DIR.glob("*.ipynb")) == sorted(notebooks.NOTEBOOKS)
+    assert notebooks.REPOSITORY == _repository()
 
 
-@pytest.mark.parametrize("name", course.NOTEBOOKS)
+@pytest.mark.parametrize("name", notebooks.NOTEBOOKS)
 def test_notebook_is_clean_and_has_title_badge_and_parameters(name):
     nb = _read(name)
     nbformat.validate(nb)
@@ -50,7 +50,7 @@ def test_notebook_is_clean_and_has_title_badge_and_parameters(name):
     assert "What you will learn" in first.source
     owner_repo = _repository().removeprefix("https://github.com/")
     badge = f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name}.ipynb"
-    assert badge in first.source and badge == course.colab_url(name)
+    assert badge in first.source and badge == notebooks.colab_url(name)
     assert "colab-badge.svg" in first.source
 
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -59,14 +59,15 @@ def test_notebook_is_clean_and_has_title_badge_and_parameters(name):
     assert REQUIRED_PARAMETERS <= names, f"{name}: parameters cell lacks {REQUIRED_PARAMETERS - names}"
 
     setup = next(c for c in nb.cells if c.cell_type == "code").source
-    assert setup.index("OMP_WAIT_POLICY") < setup.index("import torch"), "set OMP_WAIT_POLICY before torch"
+    # bgad_lite sets OMP_WAIT_POLICY when imported (bgad_lite.runtime): it must come before torch
+    assert setup.index("from bgad_lite import") < setup.index("import torch"), "import bgad_lite before torch"
     assert 'google.colab" in sys.modules' in setup and "git+https://github.com/bgad-lite/bgad-lite" in setup
     assert "%pip install" in setup, "the Colab install must show what it does in the cell"
     assert any("What to try" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
 def test_every_notebook_builds_its_config_in_the_same_place():
-    for name in course.NOTEBOOKS:
+    for name in notebooks.NOTEBOOKS:
         sources = [c.source for c in _read(name).cells if c.cell_type == "code"]
         assert sum("course.make_config(" in s for s in sources) == 1, name
         assert not any("BGADConfig(" in s for s in sources), f"{name}: build the config with course.make_config"
@@ -84,7 +85,7 @@ def test_make_config_smoke_and_cache_keys(monkeypatch, tmp_path):
         course.make_config("textures", "carpet")
     with pytest.raises(course.BGADError, match="neither"):
         course.make_config(str(tmp_path / "missing"), "grass")
-    assert course.select_notebooks("01,05") == ["01_feature_extraction", "05_margin_explorer"]
+    assert notebooks.select_notebooks("01,05") == ["01_feature_extraction", "05_margin_explorer"]
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +104,7 @@ def _checks_in(nb) -> list[str]:
 
 
 @pytest.mark.parametrize("copy", ["solution", "student"])
-@pytest.mark.parametrize("name", course.NOTEBOOKS)
+@pytest.mark.parametrize("name", notebooks.NOTEBOOKS)
 def test_notebook_runs_alone_in_smoke_mode(name, copy, tmp_path, data_root, monkeypatch):
     """Both copies run to the end; in the solution copy every check passes, in the student copy
     every check reports "not attempted" (and the library's version carries the notebook on)."""
@@ -112,7 +113,7 @@ def test_notebook_runs_alone_in_smoke_mode(name, copy, tmp_path, data_root, monk
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     cache = tmp_path / "cache"  # fresh and empty: the notebook must compute what it needs
     t = time.perf_counter()
-    times = course.run_notebooks(tmp_path / "out", smoke=True, names=[name], student=copy == "student",
+    times = notebooks.run_notebooks(tmp_path / "out", smoke=True, names=[name], student=copy == "student",
                                  parameters={"CACHE_DIR": str(cache)}, html=True)
     print(f"{name} ({copy}): {time.perf_counter() - t:.1f} s")
     assert list(times) == [name]
@@ -146,7 +147,7 @@ def test_notebook_runs_alone_in_smoke_mode(name, copy, tmp_path, data_root, monk
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", course.NOTEBOOKS)
+@pytest.mark.parametrize("name", notebooks.NOTEBOOKS)
 def test_notebook_has_exercises_recap_questions_and_enough_prose(name):
     nb = _read(name)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
@@ -163,7 +164,7 @@ def test_notebook_has_exercises_recap_questions_and_enough_prose(name):
 
 def test_student_copies_are_up_to_date_and_hold_no_solution():
     assert student.stale_student_copies() == [], "run `bgad-lite student` and commit notebooks/student/"
-    for name in course.NOTEBOOKS:
+    for name in notebooks.NOTEBOOKS:
         nb, copy = _read(name), nbformat.read(NB_DIR / "student" / f"{name}.ipynb", as_version=4)
         assert len(copy.cells) == len(nb.cells)
         for cell, cell_copy in zip(nb.cells, copy.cells):
@@ -176,12 +177,12 @@ def test_student_copies_are_up_to_date_and_hold_no_solution():
                 if len(ln.strip()) > 12:
                     assert ln not in lines, f"{name}: solution line left in the student copy: {ln!r}"
             assert "# YOUR CODE HERE" in cell_copy.source and "raise NotImplementedError()" in cell_copy.source
-        badge = course.colab_url(name).replace("/notebooks/", "/notebooks/student/")
+        badge = notebooks.colab_url(name).replace("/notebooks/", "/notebooks/student/")
         assert badge in copy.cells[0].source and "(student copy)" in copy.cells[0].source.split("\n")[0]
 
 
 def test_prose_errors_of_issue_8_stay_fixed():
-    text = {name: "\n".join(c.source for c in _read(name).cells if c.cell_type == "markdown") for name in course.NOTEBOOKS}
+    text = {name: "\n".join(c.source for c in _read(name).cells if c.cell_type == "markdown") for name in notebooks.NOTEBOOKS}
     assert not any("METHOD.md" in t for t in text.values()), "notebooks may cite only files in the repository"
     assert not any("a minute or two" in t for t in text.values()), "quote measured run times"
     assert "half the\nsquared Mahalanobis distance" in text["01_feature_extraction"] or \

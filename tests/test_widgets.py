@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bgad_lite import BGADConfig, compute_boundaries, pipeline, widgets
-from bgad_lite.synth import make_texture_dataset
+from bgad_lite.textures import make_texture_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The embedded default data set and anomaly synthesis.
+"""The embedded default data set: real textures with synthetic defects of seven types.
 
 The default data set is made from three real photographs that ship with
 scikit-image (``skimage.data.grass``, ``brick`` and ``gravel``: 512x512
@@ -29,9 +29,9 @@ With the default ``seen_types=None`` the embedded set uses
 labelled anomalies come from them); ``crack``, ``discolour``, ``pit`` and
 ``stain`` are unseen, so "unseen" holds the subtle types and one easy one.
 
-The module also holds the two augmentations of BGAD's training data:
-:func:`cutpaste` ("RandAugmented CutPaste") and :func:`flip_augment`
-("repeated utilization" of the labelled anomalies).
+:func:`make_texture_dataset` writes one texture's set in the MVTec layout (read back
+with :func:`bgad_lite.data.load_category`); the augmentations of BGAD's training
+anomalies live in :mod:`bgad_lite.augment`.
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def add_defect(
 
 def _stamp(texture: str, seed: int, n_train: int, n_test_good: int, n_per_type: int, size: int) -> dict:
     return {
-        "generator": "bgad_lite.synth.make_texture_dataset",
+        "generator": "bgad_lite.textures.make_texture_dataset",
         "version": GENERATOR_VERSION,
         "texture": texture,
         "seed": seed,
@@ -391,6 +391,12 @@ def _stamp(texture: str, seed: int, n_train: int, n_test_good: int, n_per_type: 
         "size": size,
         "defect_types": list(DEFECT_TYPES),
     }
+
+
+def _same_data(old: dict | None, new: dict) -> bool:
+    """Stamps that describe the same bytes (the generator's module name may have moved)."""
+    return old is not None and {k: v for k, v in old.items() if k != "generator"} == \
+        {k: v for k, v in new.items() if k != "generator"}
 
 
 def _read_stamp(folder: Path) -> dict | None:
@@ -480,7 +486,7 @@ def make_texture_dataset(
     target = root / texture
     if target.exists() and not overwrite:
         old_stamp = _read_stamp(target)
-        if old_stamp == stamp:
+        if _same_data(old_stamp, stamp):
             logger.info("reusing the texture data set in %s", target)
             return target
         if old_stamp is not None and {**old_stamp, "version": None, "defect_types": None} == {
@@ -511,111 +517,3 @@ def make_texture_dataset(
         shutil.rmtree(staging, ignore_errors=True)  # only left when something failed
     logger.info("wrote the texture data set to %s", target)
     return target
-
-
-# ---------------------------------------------------------------------------
-# Augmentations of labelled anomalies
-# ---------------------------------------------------------------------------
-
-
-def _check_image_and_mask(name: str, image: np.ndarray, mask: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise BGADError(f"cutpaste: {name} image must have shape (H, W, 3), got {image.shape}.")
-    if mask.shape != image.shape[:2]:
-        raise BGADError(f"cutpaste: {name} mask has shape {mask.shape} but its image is {image.shape[:2]}.")
-
-
-def cutpaste(
-    normal: np.ndarray, anomaly: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """RandAugmented CutPaste: paste an augmented real defect onto a normal image.
-
-    The bounding box of ``mask`` is cut from ``anomaly``; image and mask are
-    mirrored and rotated by a random multiple of 90 degrees together, the
-    image part gets a small brightness/contrast jitter, and the piece is
-    pasted at a random place of ``normal``, replacing only the pixels where
-    the (augmented) mask is True. BGAD's code applies RandAugment to the
-    piece; this is the simple, explicit version of that idea.
-
-    Args:
-        normal: float ``(H, W, 3)`` normal image in [0, 1].
-        anomaly: float ``(H, W, 3)`` anomalous image in [0, 1].
-        mask: bool ``(H, W)`` mask of the anomaly; must not be empty.
-        rng: the random generator.
-
-    Returns:
-        ``(image, mask)``: float32 ``(H, W, 3)`` and bool ``(H, W)``; the mask is
-        non-empty and outside it the image equals ``normal``. The inputs are
-        not modified.
-
-    Raises:
-        BGADError: shapes do not match, or the mask is empty.
-    """
-    normal = np.asarray(normal)
-    anomaly = np.asarray(anomaly)
-    mask = np.asarray(mask).astype(bool)
-    _check_image_and_mask("normal", normal, normal[..., 0])
-    _check_image_and_mask("anomaly", anomaly, mask)
-    if normal.shape != anomaly.shape:
-        raise BGADError(f"cutpaste: normal image {normal.shape} and anomaly image {anomaly.shape} differ in shape.")
-    if not mask.any():
-        raise BGADError("cutpaste: the anomaly mask is empty; pass an anomaly with a non-empty mask.")
-
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    piece = anomaly[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
-    piece_mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-    if rng.random() < 0.5:
-        piece, piece_mask = piece[:, ::-1], piece_mask[:, ::-1]
-    if rng.random() < 0.5:
-        piece, piece_mask = piece[::-1], piece_mask[::-1]
-    height, width = normal.shape[:2]
-    fitting = [k for k in range(4) if _fits(piece.shape[:2], k, (height, width))]
-    k = fitting[int(rng.integers(len(fitting)))]
-    piece, piece_mask = np.rot90(piece, k), np.rot90(piece_mask, k)
-
-    contrast = rng.uniform(0.9, 1.1)
-    brightness = rng.uniform(-0.05, 0.05)
-    mean = float(piece[piece_mask].mean())
-    piece = np.clip((piece - mean) * contrast + mean + brightness, 0.0, 1.0)
-
-    ph, pw = piece_mask.shape
-    top = int(rng.integers(0, height - ph + 1))
-    left = int(rng.integers(0, width - pw + 1))
-    out = normal.astype(np.float32, copy=True)
-    new_mask = np.zeros((height, width), dtype=bool)
-    window = out[top : top + ph, left : left + pw]
-    window[piece_mask] = piece[piece_mask]
-    new_mask[top : top + ph, left : left + pw] = piece_mask
-    return out, new_mask
-
-
-def _fits(shape_hw: tuple[int, int], k: int, bounds_hw: tuple[int, int]) -> bool:
-    """Whether a ``shape_hw`` piece rotated by ``k`` quarter turns fits in ``bounds_hw``."""
-    h, w = shape_hw if k % 2 == 0 else shape_hw[::-1]
-    return h <= bounds_hw[0] and w <= bounds_hw[1]
-
-
-def flip_augment(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Horizontally mirrored copies of labelled anomalies ("repeated utilization").
-
-    Args:
-        images: ``(N, H, W, C)`` array.
-        masks: ``(N, H, W)`` array.
-
-    Returns:
-        Only the mirrored copies, ``(images, masks)`` with the input shapes
-        and dtypes; concatenate them with the originals yourself.
-
-    Raises:
-        BGADError: the shapes do not fit together.
-    """
-    images = np.asarray(images)
-    masks = np.asarray(masks)
-    if images.ndim != 4 or masks.ndim != 3 or images.shape[:3] != masks.shape:
-        raise BGADError(
-            f"flip_augment needs images (N, H, W, C) and masks (N, H, W) with equal N, H, W; "
-            f"got {images.shape} and {masks.shape}."
-        )
-    return np.ascontiguousarray(images[:, :, ::-1]), np.ascontiguousarray(masks[:, :, ::-1])

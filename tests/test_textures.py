@@ -1,4 +1,4 @@
-"""Tests of bgad_lite.synth: the embedded texture data set and the augmentations."""
+"""Tests of bgad_lite.textures: the embedded texture data set."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad_lite import synth
+from bgad_lite import textures
 from bgad_lite.config import BGADError
 from bgad_lite.data import load_category
-from bgad_lite.synth import (
+from bgad_lite.textures import (
     DEFECT_TYPES,
     STAMP_NAME,
     TEXTURES,
     add_defect,
-    cutpaste,
-    flip_augment,
     make_texture_dataset,
     normal_crop,
 )
@@ -84,14 +82,14 @@ def test_train_and_test_crops_differ(small_set: Path) -> None:
 def test_written_defects_change_their_masked_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Record every clean crop the generator defaces, then check the files on disk."""
     recorded = []
-    real = synth.add_defect
+    real = textures.add_defect
 
     def spy(image: np.ndarray, defect_type: str, rng: np.random.Generator, host: str) -> tuple:
         out, mask = real(image, defect_type, rng, host=host)
         recorded.append((defect_type, image.copy(), mask))
         return out, mask
 
-    monkeypatch.setattr(synth, "add_defect", spy)
+    monkeypatch.setattr(textures, "add_defect", spy)
     folder = make_texture_dataset(tmp_path, "grass", seed=0, **SMALL)
     assert len(recorded) == len(DEFECT_TYPES) * SMALL["n_per_type"]
     for j, (defect_type, clean, mask) in enumerate(recorded):
@@ -99,7 +97,7 @@ def test_written_defects_change_their_masked_pixels(tmp_path: Path, monkeypatch:
         written = np.asarray(Image.open(folder / "test" / defect_type / f"{stem}.png"))
         written_mask = np.asarray(Image.open(folder / "ground_truth" / defect_type / f"{stem}_mask.png")) > 0
         assert np.array_equal(written_mask, mask)
-        changed = np.any(written != synth.to_uint8(clean), axis=2)
+        changed = np.any(written != textures.to_uint8(clean), axis=2)
         assert changed[mask].mean() >= 0.25, (defect_type, stem)
 
 
@@ -145,7 +143,7 @@ def test_stamp_reuse(small_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def must_not_write(*args: object, **kwargs: object) -> None:
         raise AssertionError("the data set should have been reused")
 
-    monkeypatch.setattr(synth, "_write_dataset", must_not_write)
+    monkeypatch.setattr(textures, "_write_dataset", must_not_write)
     assert make_texture_dataset(small_set.parent, "grass", seed=0, **SMALL) == small_set
     stamp = json.loads((small_set / STAMP_NAME).read_text())
     assert stamp["seed"] == 0 and stamp["texture"] == "grass" and stamp["size"] == 64
@@ -188,8 +186,8 @@ def test_crash_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyP
             raise KeyboardInterrupt  # e.g. the user stops the notebook cell
         return real(*args, **kwargs)
 
-    real = synth.add_defect
-    monkeypatch.setattr(synth, "add_defect", crash)
+    real = textures.add_defect
+    monkeypatch.setattr(textures, "add_defect", crash)
     with pytest.raises(KeyboardInterrupt):
         make_texture_dataset(tmp_path, "gravel", **SMALL)
     assert list(tmp_path.iterdir()) == []
@@ -207,72 +205,3 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(BGADError, match=message):
         make_texture_dataset(tmp_path, **{**SMALL, **kwargs})
     assert list(tmp_path.iterdir()) == []
-
-
-# ---------------------------------------------------------------------------
-# cutpaste and flip_augment
-# ---------------------------------------------------------------------------
-
-
-def _pair(h: int = 48, w: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    normal = rng.uniform(0.2, 0.4, (h, w, 3)).astype(np.float32)
-    anomaly = rng.uniform(0.2, 0.4, (h, w, 3)).astype(np.float32)
-    mask = np.zeros((h, w), dtype=bool)
-    mask[5:12, 20:35] = True
-    mask[8, 10:20] = True  # an L shape, so flips and rotations matter
-    anomaly[mask] = 0.9
-    return normal, anomaly, mask
-
-
-def test_cutpaste() -> None:
-    normal, anomaly, mask = _pair()
-    copies = [a.copy() for a in (normal, anomaly, mask)]
-    for seed in range(20):
-        image, new_mask = cutpaste(normal, anomaly, mask, np.random.default_rng(seed))
-        assert image.shape == normal.shape and image.dtype == np.float32
-        assert new_mask.shape == mask.shape and new_mask.dtype == bool
-        assert new_mask.sum() == mask.sum()  # flips and quarter turns keep the area
-        assert np.array_equal(image[~new_mask], normal[~new_mask])
-        assert np.all(image[new_mask] > 0.7)  # the pasted defect (0.9 +- jitter)
-    for a, b in zip((normal, anomaly, mask), copies):
-        assert np.array_equal(a, b)  # inputs untouched
-    first = cutpaste(normal, anomaly, mask, np.random.default_rng(1))
-    again = cutpaste(normal, anomaly, mask, np.random.default_rng(1))
-    assert all(np.array_equal(x, y) for x, y in zip(first, again))
-
-
-def test_cutpaste_large_piece_on_non_square_image() -> None:
-    normal, anomaly, _ = _pair(h=20, w=60)
-    mask = np.zeros((20, 60), dtype=bool)
-    mask[2:5, 0:50] = True  # 3 x 50: cannot be turned by 90 degrees in a 20 x 60 image
-    for seed in range(10):
-        _, new_mask = cutpaste(normal, anomaly, mask, np.random.default_rng(seed))
-        assert new_mask.sum() == mask.sum()
-
-
-def test_cutpaste_errors() -> None:
-    normal, anomaly, mask = _pair()
-    rng = np.random.default_rng(0)
-    with pytest.raises(BGADError, match="mask is empty"):
-        cutpaste(normal, anomaly, np.zeros_like(mask), rng)
-    with pytest.raises(BGADError, match="differ in shape"):
-        cutpaste(normal[:40], anomaly, mask, rng)
-    with pytest.raises(BGADError, match="anomaly mask has shape"):
-        cutpaste(normal, anomaly, mask[:, :30], rng)
-    with pytest.raises(BGADError, match=r"must have shape \(H, W, 3\)"):
-        cutpaste(normal[..., 0], anomaly, mask, rng)
-
-
-def test_flip_augment() -> None:
-    normal, anomaly, mask = _pair()
-    images = np.stack([normal, anomaly])
-    masks = np.stack([np.zeros_like(mask), mask])
-    flipped, flipped_masks = flip_augment(images, masks)
-    assert flipped.shape == images.shape and flipped_masks.dtype == bool
-    assert np.array_equal(flipped[1, :, 0], anomaly[:, -1])
-    assert np.array_equal(flipped_masks[1], mask[:, ::-1])
-    twice = flip_augment(flipped, flipped_masks)
-    assert np.array_equal(twice[0], images) and np.array_equal(twice[1], masks)
-    with pytest.raises(BGADError, match="flip_augment needs"):
-        flip_augment(images, masks[:1])

@@ -1,0 +1,166 @@
+"""Reading pixels: images as float RGB in [0, 1], masks as bool, resized to a square.
+
+:func:`load_image` and :func:`load_mask` read one file; :func:`load_split` reads the
+:class:`~bgad_lite.data.Sample` records of a split into arrays, with a progress bar.
+Unreadable or mismatched files raise :class:`~bgad_lite.config.BGADError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .config import BGADError
+from .data import Sample
+
+# ---------------------------------------------------------------------------
+# Reading pixels
+# ---------------------------------------------------------------------------
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image, turning any failure into a BGADError."""
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here
+            return img.copy()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise BGADError(f"could not read image {path}: {err}; delete or replace it.") from err
+
+
+def _to_float_rgb(img: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any usual mode to float32 ``(H, W, 3)`` in [0, 1].
+
+    * 16-bit greyscale (``"I;16"``, ``"I"``) is divided by 65535;
+    * float greyscale (``"F"``) is used as is when its maximum is <= 1,
+      otherwise divided by 255;
+    * images with transparency (``"RGBA"``, ``"LA"``, ``"P"`` with a
+      transparent colour) are composited on black;
+    * everything else goes through PIL's conversion to ``"RGB"``.
+    """
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = np.asarray(img, dtype=np.float32) / 65535.0
+    elif mode == "F":
+        grey = np.asarray(img, dtype=np.float32)
+        if grey.size and float(np.nanmax(grey)) > 1.0:
+            grey = grey / 255.0
+    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3] * rgba[..., 3:4])
+    else:
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    grey = np.clip(np.nan_to_num(grey), 0.0, 1.0)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _resize_float(array: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of a float32 ``(H, W, C)`` array to ``(size, size, C)``."""
+    if array.shape[:2] == (size, size):
+        return array.astype(np.float32, copy=False)
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(array[..., c], dtype=np.float32)).resize(
+                (size, size), Image.Resampling.BILINEAR
+            )
+        )
+        for c in range(array.shape[2])
+    ]
+    return np.clip(np.stack(channels, axis=2), 0.0, 1.0).astype(np.float32)
+
+
+def _check_size(size: int) -> None:
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise BGADError(f"image size must be a positive integer, got {size!r}; e.g. size=128.")
+
+
+def load_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """Read an image as float32 ``(size, size, 3)`` RGB in [0, 1].
+
+    Colour, greyscale (8-bit, 16-bit, 1-bit), palette and RGBA images are all
+    returned as RGB (transparent pixels become black). The image is resized
+    with bilinear interpolation; the aspect ratio is not kept.
+
+    Raises:
+        BGADError: the file cannot be read or decoded.
+    """
+    _check_size(size)
+    return _resize_float(_to_float_rgb(_open_image(Path(path))), size)
+
+
+def load_mask(
+    path: str | os.PathLike[str],
+    size: int,
+    image_size_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Read a ground-truth mask as bool ``(size, size)``.
+
+    A pixel is anomalous when its grey value is > 127, or > 0 for masks
+    stored as 0/1. Resizing uses nearest neighbour so the mask stays binary.
+
+    Args:
+        path: the mask file.
+        size: output side length.
+        image_size_hw: ``(height, width)`` of the image the mask belongs to;
+            when given, a mask of another original size is an error (it would
+            silently be misaligned after resizing).
+
+    Raises:
+        BGADError: unreadable file, or the mask size differs from the image size.
+    """
+    _check_size(size)
+    path = Path(path)
+    img = _open_image(path)
+    mask_hw = (img.height, img.width)
+    if image_size_hw is not None and tuple(image_size_hw) != mask_hw:
+        raise BGADError(
+            f"the mask {path} is {mask_hw[0]}x{mask_hw[1]} (HxW) but its image is "
+            f"{image_size_hw[0]}x{image_size_hw[1]}; masks must have the size of their image. "
+            f"Replace the mask with one of the right size."
+        )
+    if img.mode == "1":
+        grey = np.asarray(img, dtype=np.uint8)
+    elif img.mode.startswith("I;16") or img.mode == "I":
+        grey = (np.asarray(img, dtype=np.float64) > 0).astype(np.uint8)  # any non-zero value
+    else:
+        grey = np.asarray(img.convert("L"))
+    binary = grey > 127 if grey.size and grey.max() > 1 else grey > 0
+    small = Image.fromarray(binary.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(small) > 127
+
+
+def load_split(samples: Sequence[Sample], size: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a list of samples into arrays.
+
+    Returns:
+        images: float32 ``(N, size, size, 3)`` in [0, 1];
+        masks: bool ``(N, size, size)``, all False for normal images;
+        labels: int64 ``(N,)``, 1 for anomalies and 0 for normal images.
+
+    Raises:
+        BGADError: an unreadable file, an anomaly without ``mask_path``, or a
+            mask whose size differs from its image.
+    """
+    _check_size(size)
+    n = len(samples)
+    images = np.zeros((n, size, size, 3), dtype=np.float32)
+    masks = np.zeros((n, size, size), dtype=bool)
+    labels = np.zeros((n,), dtype=np.int64)
+    bar = tqdm(samples, desc="loading images", unit="img", disable=n < 64 or not progress, leave=False)
+    for i, sample in enumerate(bar):
+        img = _open_image(sample.path)
+        images[i] = _resize_float(_to_float_rgb(img), size)
+        if sample.is_anomaly:
+            labels[i] = 1
+            if sample.mask_path is None:
+                raise BGADError(
+                    f"the anomalous sample {sample.path} has no mask_path; give it the path of its "
+                    f"ground-truth mask (load_category does this for you)."
+                )
+            masks[i] = load_mask(sample.mask_path, size, image_size_hw=(img.height, img.width))
+    return images, masks, labels

@@ -1,0 +1,136 @@
+"""Steps 1–3 of a run: the data, the few-shot split, the training anomalies, the cached features.
+
+:func:`prepare` turns a :class:`~bgad_lite.config.BGADConfig` into a :class:`Prepared`:
+normal training images, the k labelled anomalies with their flips and CutPastes
+(:mod:`bgad_lite.augment`), the test set that is left (:mod:`bgad_lite.fewshot`),
+and the backbone features of all three (:mod:`bgad_lite.features`, cached on disk).
+Everything after it — training, scoring — reads only this object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import synthesise_anomalies
+from .config import BGADConfig
+from .data import Category, load_category, with_groups
+from .features import cached_features, create_backbone, fingerprint
+from .fewshot import FewShotSplit, few_shot_split
+from .flow import fiber_labels
+from .images import load_split
+from .runtime import resolve_device
+from .textures import DEFAULT_SEEN_TYPES, make_texture_dataset
+from .train import LevelData, make_levels
+
+log = logging.getLogger(__name__)
+
+
+def default_data_root() -> Path:
+    """Where the embedded data set is written: ``$BGAD_DATA``, else ``data/`` of a
+    source checkout, else ``~/.cache/bgad-lite/data``."""
+    if os.environ.get("BGAD_DATA"):
+        return Path(os.environ["BGAD_DATA"])
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").exists() and (repo / "data").is_dir():
+        return repo / "data"
+    return Path.home() / ".cache" / "bgad-lite" / "data"
+
+
+@dataclass
+class Prepared:
+    """Everything training and evaluation need, built once by :func:`prepare`."""
+
+    cfg: BGADConfig
+    category: Category
+    split: FewShotSplit
+    train_images: np.ndarray  # (N_train, S, S, 3) normal training images
+    anomaly_images: np.ndarray  # (N_anom, S, S, 3) labelled anomalies + flips + CutPastes
+    anomaly_masks: np.ndarray  # (N_anom, S, S) bool
+    anomaly_kinds: list[str]  # "labelled" | "flip" | "cutpaste" for each anomaly image
+    test_images: np.ndarray  # (N_test, S, S, 3)
+    test_masks: np.ndarray  # (N_test, S, S) bool
+    test_labels: np.ndarray  # (N_test,) 1 = anomalous
+    test_types: np.ndarray  # (N_test,) defect type, "good" for normal
+    train_features: list[torch.Tensor]  # J x (n_train, C_j, H_j, W_j)
+    anomaly_features: list[torch.Tensor]  # J x (n_anom, C_j, H_j, W_j)
+    test_features: list[torch.Tensor]  # J x (n_test, C_j, H_j, W_j)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> list[int]:
+        return [f.shape[1] for f in self.train_features]
+
+    def phase1_levels(self) -> list[LevelData]:
+        """Normal training images only (all fibers normal)."""
+        masks = [torch.zeros(f.shape[0], f.shape[2], f.shape[3], dtype=torch.bool) for f in self.train_features]
+        return make_levels(self.train_features, masks, self.cfg.cond_dim)
+
+    def phase2_levels(self) -> list[LevelData]:
+        """Normal training images + synthesised anomalies, fibers labelled by the masks."""
+        feats, masks, ignore = [], [], []
+        anom_masks = torch.from_numpy(self.anomaly_masks)  # (N_anom, S, S)
+        for ft, fa in zip(self.train_features, self.anomaly_features):
+            feats.append(torch.cat([ft, fa]))  # (N_train + N_anom, C, H, W)
+            h, w = ft.shape[2:]
+            normal = torch.zeros(len(ft), h, w, dtype=torch.bool)
+            m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, self.cfg.label_rule)
+            masks.append(torch.cat([normal, m]))  # (N_train + N_anom, H, W)
+            ignore.append(None if ig is None else torch.cat([normal, ig]))
+        return make_levels(feats, masks, self.cfg.cond_dim, None if ignore[0] is None else ignore)
+
+
+def _resolve_data(cfg: BGADConfig, progress: bool) -> tuple[Path, str]:
+    if cfg.data_dir is None:
+        root = default_data_root()
+        make_texture_dataset(root, cfg.category, seed=0, progress=progress)
+        return root, cfg.category
+    return Path(cfg.data_dir), cfg.category
+
+
+def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | None = None) -> Prepared:
+    """Load the data, draw the few-shot split, synthesise anomalies, extract (cached) features.
+
+    ``groups`` maps ``"<type>/<file name>"`` of test images to a group (e.g. the
+    camera position): labelled anomalies are then drawn group by group, and
+    seen-type test anomalies of the same groups leave the test set too.
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    root, name = _resolve_data(cfg, progress)
+    category = load_category(root, name)
+    if groups:
+        category = with_groups(category, groups)
+    seen_types = cfg.seen_types
+    if seen_types is None and cfg.data_dir is None:
+        seen_types = DEFAULT_SEEN_TYPES  # the embedded set's split: subtle types among the unseen
+    split = few_shot_split(category, cfg.n_anomalies, seen_types, cfg.seed, require_unseen=cfg.seen_types is None)
+    s = cfg.image_size
+    train_images, _, _ = load_split(category.train, s, progress)
+    lab_images, lab_masks, _ = load_split(split.labelled, s, progress)
+    test_images, test_masks, test_labels = load_split(split.test, s, progress)
+    test_types = np.array([smp.defect_type for smp in split.test])
+    anomaly_images, anomaly_masks, kinds = synthesise_anomalies(train_images, lab_images, lab_masks, cfg)
+    t1 = time.perf_counter()
+
+    backbone = create_backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, seed=cfg.seed)
+    # what the features depend on: the backbone and its weights (random ones: drawn under the seed)
+    tag = (cfg.backbone, cfg.out_indices, cfg.pretrained, s) + (() if cfg.pretrained else (cfg.seed,))
+    feats = {}
+    for part, images in (("train", train_images), ("anomaly", anomaly_images), ("test", test_images)):
+        key = fingerprint(*tag, images)
+        feats[part] = cached_features(backbone, images, cfg.cache_dir, key, device=device, progress=progress)
+    t2 = time.perf_counter()
+    log.info("prepared %s: %d train, %d anomaly (%d labelled), %d test images", name, len(train_images),
+             len(anomaly_images), len(lab_images), len(test_images))
+    return Prepared(cfg, category, split, train_images, anomaly_images, anomaly_masks, kinds, test_images,
+                    test_masks, test_labels, test_types, feats["train"], feats["anomaly"], feats["test"],
+                    timings_s={"data": t1 - t0, "features": t2 - t1})
+
+

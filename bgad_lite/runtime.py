@@ -1,0 +1,135 @@
+"""Where and how the computation runs: device, seeds, threads, worker processes, files.
+
+Nothing here is part of BGAD itself; it is what every entry point (``bgad-lite run``,
+the notebooks, the benchmarks) needs the same way, so it lives in one place:
+
+- :func:`resolve_device` — "auto" -> "cuda" or "cpu", a clear error for a missing GPU;
+- :func:`seed_everything` — Python's, NumPy's and torch's global generators. The library
+  itself never relies on them: training draws from its own ``torch.Generator`` seeded from
+  ``cfg.seed``, flows and random backbones are initialised under a fixed seed
+  (:func:`seeded`), so a result depends on ``cfg.seed`` alone;
+- :func:`torch_threads`, :func:`flow_threads`, :func:`parallel_workers` — small flow steps
+  run best on one intra-op thread per process, and the phase-2 variants in parallel
+  processes on a Linux CPU;
+- :func:`atomic_write` — a file appears whole or not at all (caches, checkpoints, results).
+
+``OMP_WAIT_POLICY=PASSIVE`` (spinning OpenMP threads stall small CPU steps at random) is
+set by ``import bgad_lite`` when it is not set yet; it only takes effect when that import
+comes before torch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .config import BGADError
+
+OMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_cpu_defaults() -> None:
+    """Set :data:`OMP_DEFAULTS` in the environment where not set (before torch is imported)."""
+    for key, value in OMP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def resolve_device(device: str | None) -> str:
+    """``None``/``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; a CUDA device
+    asked for without a GPU is an error."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BGADError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto' "
+                        "(in Colab: Runtime > Change runtime type > GPU).")
+    return device
+
+
+def with_device(cfg):
+    """``cfg`` with its device resolved (:func:`resolve_device`)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, device=resolve_device(cfg.device))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's and NumPy's global generators seeded with ``seed``, and restore
+    both afterwards: random initialisation (a flow's weights and permutations, a random
+    backbone) that depends on ``seed`` only, with no side effect on what runs next."""
+    import numpy as np
+    import torch
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Temporarily use ``n`` intra-op threads (small flow steps run best on one)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def flow_threads(device: str) -> int:
+    """One intra-op thread for the small flow steps on a CPU (more only add overhead there)."""
+    import torch
+
+    return 1 if device == "cpu" else torch.get_num_threads()
+
+
+def parallel_workers(device: str, n_jobs: int) -> int:
+    """How many processes train ``n_jobs`` independent flow variants: on a Linux CPU one per
+    variant (each single-threaded), capped by the cores; elsewhere 1 (a GPU runs them one
+    after another; fork is only safe on Linux)."""
+    if device != "cpu" or not sys.platform.startswith("linux"):
+        return 1
+    return max(1, min(n_jobs, os.cpu_count() or 1))
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``:
+    readers (another process, a later run after a crash) see the whole file or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`atomic_write` of a text file."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
