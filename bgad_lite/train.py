@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -113,76 +113,107 @@ def level_boundaries(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADCon
     return out
 
 
+def epoch_chunks(levels: list[LevelData], batch_images: int, fiber_chunk: int, normal_only: bool,
+                 gen: torch.Generator) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch's chunks of fibers, in training order: (level j, x, c, is_anomaly).
+
+    The images are shuffled into mini-batches of ``batch_images``; for each batch and each
+    level the batch's fibers (minus those ``ignore`` leaves out, minus the anomalous ones
+    when ``normal_only``) are shuffled and cut into chunks of ``fiber_chunk``: one
+    optimizer step each (the official design). x (M, C), c (M, P), is_anomaly (M,) bool.
+    """
+    n_img = len(levels[0].features)
+    for s in torch.randperm(n_img, generator=gen).split(batch_images):
+        for j, lv in enumerate(levels):
+            x, c, m = to_fibers(lv.features[s], lv.pos, lv.masks[s])  # (B·H·W, C), (B·H·W, P), (B·H·W,)
+            if lv.ignore is not None:
+                keep = ~lv.ignore[s].reshape(-1)  # (B·H·W,)
+                x, c, m = x[keep], c[keep], m[keep]
+            if normal_only:
+                x, c, m = x[~m], c[~m], m[~m]
+            for idx in torch.randperm(len(x), generator=gen).split(fiber_chunk):
+                yield j, x[idx], c[idx], m[idx]
+
+
+def train_step(flow: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
+               is_anomaly: torch.Tensor, objective: str, cfg: BGADConfig,
+               boundaries: tuple | None = None) -> dict[str, torch.Tensor] | None:
+    """One optimizer step of ``flow`` on one chunk; returns its loss terms, or None when
+    the chunk holds no normal fiber (no ML term, no boundary: nothing to step).
+
+    For "bgad" the terms include the b_n, b_a used: ``boundaries`` when given
+    (``cfg.boundary == "fixed"``), else those of the chunk's own normal fibers.
+    A non-finite loss raises :class:`FloatingPointError` before anything is stepped.
+    """
+    if not (~is_anomaly).any():
+        return None
+    z, ljd = flow(x, c=[c])
+    logp = log_likelihood(z, ljd)  # (M,)
+    b_n = b_a = None
+    if objective == "bgad":
+        b_n, b_a = boundaries if boundaries is not None else compute_boundaries(
+            logp, is_anomaly, cfg.beta, cfg.tau, cfg.normalizer)
+    terms = objective_terms(logp, is_anomaly, objective, cfg, b_n, b_a)
+    if not torch.isfinite(terms["loss"]):
+        raise FloatingPointError({k: float(v.detach()) for k, v in terms.items()})
+    opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    opt.step()
+    if b_n is not None:
+        as_number = lambda v: torch.as_tensor(float(v), dtype=torch.float64)  # noqa: E731  exact for a Python float
+        terms.update(b_n=as_number(b_n), b_a=as_number(b_a))
+    return terms
+
+
 def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, objective: str,
                 epochs: int, warmup_epochs: int = 0, fixed_boundaries=None,
                 on_epoch_end: Callable[[int, nn.ModuleList], None] | None = None,
                 progress: bool = True, desc: str = "train") -> list[dict[str, float]]:
-    """Train ``flows`` in place; returns one dict of mean loss terms per epoch.
+    """Train ``flows`` in place; returns one dict of mean loss terms per epoch
+    (``"<term>/<level>"``: ml, pull, push, loss, and b_n, b_a for "bgad").
 
     ``objective``: "ml" (phase 1), "unsupervised", "bgad" or "naive_push".
     For "bgad", ``cfg.boundary`` chooses b_n, b_a: "per_batch" recomputes them
     from each chunk's normal fibers (official code), "fixed" takes
     ``fixed_boundaries`` — one (b_n, b_a) per level, from :func:`level_boundaries`.
-    A loss that turns non-finite stops training with a :class:`BGADError`.
+    The learning rate warms up over ``warmup_epochs`` and then follows a cosine
+    (:func:`lr_factor`). A loss that turns non-finite stops training with a
+    :class:`BGADError`.
     """
     if objective not in OBJECTIVES:
         raise BGADError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
-    if objective == "bgad" and cfg.boundary == "fixed" and fixed_boundaries is None:
+    fixed = objective == "bgad" and cfg.boundary == "fixed"
+    if fixed and fixed_boundaries is None:
         raise BGADError("boundary='fixed' needs fixed_boundaries from level_boundaries() after phase 1.")
     dev = cfg.device
     flows.to(dev).train()
     opts = [torch.optim.Adam(f.parameters(), lr=cfg.lr) for f in flows]
-    n_img = len(levels[0].features)
     per_epoch = _steps_per_epoch(levels, cfg.batch_images, cfg.fiber_chunk)
     total, warmup = per_epoch * epochs, per_epoch * warmup_epochs
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * (1 + OBJECTIVES.index(objective)))
+    normal_only = objective in ("ml", "unsupervised")
     history, step = [], 0
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for epoch in range(epochs):
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for s in torch.randperm(n_img, generator=gen).split(cfg.batch_images):
-            for j, (flow, lv, opt) in enumerate(zip(flows, levels, opts)):
-                x, c, m = to_fibers(lv.features[s], lv.pos, lv.masks[s])  # (B·H·W, C), (B·H·W, P), (B·H·W,)
-                if lv.ignore is not None:
-                    keep = ~lv.ignore[s].reshape(-1)  # (B·H·W,)
-                    x, c, m = x[keep], c[keep], m[keep]
-                if objective in ("ml", "unsupervised"):
-                    x, c, m = x[~m], c[~m], m[~m]
-                perm = torch.randperm(len(x), generator=gen)
-                for idx in perm.split(cfg.fiber_chunk):
-                    xb, cb, mb = x[idx].to(dev), c[idx].to(dev), m[idx].to(dev)
-                    if not (~mb).any():
-                        continue  # no normal fiber: no ML term, no boundary
-                    for g in opt.param_groups:
-                        g["lr"] = cfg.lr * lr_factor(step, total, warmup)
-                    z, ljd = flow(xb, c=[cb])
-                    logp = log_likelihood(z, ljd)  # (chunk,)
-                    b_n = b_a = None
-                    if objective == "bgad":
-                        if cfg.boundary == "fixed":
-                            b_n, b_a = fixed_boundaries[j]
-                        else:
-                            b_n, b_a = compute_boundaries(logp, mb, cfg.beta, cfg.tau, cfg.normalizer)
-                    terms = objective_terms(logp, mb, objective, cfg, b_n, b_a)
-                    if not torch.isfinite(terms["loss"]):
-                        values = {k: float(v.detach()) for k, v in terms.items()}
-                        raise BGADError(f"{desc}: the loss turned non-finite at epoch {epoch + 1}, level {j}, "
-                                        f"step {step}: {values}. Training stopped (nothing was stepped); "
-                                        "lower lr or clamp, or check the features for NaN.")
-                    opt.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
-                    opt.step()
-                    step += 1
-                    bar.update(1)
-                    for k, v in terms.items():
-                        key = f"{k}/{j}"
-                        sums[key] = sums.get(key, 0.0) + float(v.detach())
-                        counts[key] = counts.get(key, 0) + 1
-                    if b_n is not None:
-                        for k, v in (("b_n", b_n), ("b_a", b_a)):
-                            sums[f"{k}/{j}"] = sums.get(f"{k}/{j}", 0.0) + float(v)
-                            counts[f"{k}/{j}"] = counts.get(f"{k}/{j}", 0) + 1
+        for j, x, c, m in epoch_chunks(levels, cfg.batch_images, cfg.fiber_chunk, normal_only, gen):
+            for g in opts[j].param_groups:
+                g["lr"] = cfg.lr * lr_factor(step, total, warmup)
+            try:
+                terms = train_step(flows[j], opts[j], x.to(dev), c.to(dev), m.to(dev), objective, cfg,
+                                   fixed_boundaries[j] if fixed else None)
+            except FloatingPointError as e:
+                raise BGADError(f"{desc}: the loss turned non-finite at epoch {epoch + 1}, level {j}, step {step}: "
+                                f"{e.args[0]}. Training stopped (nothing was stepped); lower lr or clamp, or "
+                                "check the features for NaN.") from None
+            if terms is None:
+                continue
+            step += 1
+            bar.update(1)
+            for k, v in terms.items():
+                sums[f"{k}/{j}"] = sums.get(f"{k}/{j}", 0.0) + float(v.detach())
+                counts[f"{k}/{j}"] = counts.get(f"{k}/{j}", 0) + 1
         history.append({k: sums[k] / counts[k] for k in sorted(sums)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, flows)

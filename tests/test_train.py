@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from bgad_lite import BGADConfig
+from bgad_lite import BGADConfig, BGADError
 from bgad_lite.flow import log_likelihood, positional_encoding_2d, to_fibers
 from bgad_lite.losses import bg_spp_loss, focal_weights, ml_loss
 from bgad_lite.augment import synthesise_anomalies
-from bgad_lite.train import LevelData, lr_factor, make_flows, objective_terms, train_flows
+from bgad_lite.train import LevelData, epoch_chunks, lr_factor, make_flows, objective_terms, train_flows, train_step
 
 CFG = BGADConfig(n_blocks=2, cond_dim=8, batch_images=4, fiber_chunk=10_000, lr=1e-3, seed=3)
 
@@ -139,3 +139,45 @@ def test_no_flipped_images_without_flip_anomalies():
     assert kinds == ["labelled"] * 2 + ["cutpaste"] * 3 and len(images) == len(out_masks) == 5
     _, _, kinds_flip = synthesise_anomalies(train, labelled, masks, BGADConfig(n_cutpaste=3))
     assert kinds_flip == ["labelled"] * 2 + ["flip"] * 2 + ["cutpaste"] * 3
+
+
+def test_epoch_chunks_visit_every_kept_fiber_once_per_epoch():
+    level = _level(n=5, h=4, w=4, anomalous=[(1, 0, 0), (3, 2, 2)])
+    level.ignore = torch.zeros(5, 4, 4, dtype=torch.bool)
+    level.ignore[2, 1, 1] = True
+    x_all, _, m_all = to_fibers(level.features, level.pos, level.masks)  # (80, C), (80,)
+    keep = ~level.ignore.reshape(-1)
+    for normal_only in (False, True):
+        chunks = list(epoch_chunks([level], 2, 7, normal_only, torch.Generator().manual_seed(0)))
+        assert all(j == 0 and 0 < len(x) <= 7 for j, x, _, _ in chunks)
+        seen = torch.cat([x for _, x, _, _ in chunks])
+        expected = x_all[keep & ~m_all] if normal_only else x_all[keep]
+        # the same fibers, each once (rows compared as sorted tuples)
+        assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, expected.tolist()))
+        n_anom = int(torch.cat([m for _, _, _, m in chunks]).sum())
+        assert n_anom == (0 if normal_only else 2)
+
+
+def test_train_step_skips_a_chunk_without_normals_and_refuses_a_non_finite_loss():
+    level = _level()
+    flows = make_flows([6], CFG).double()
+    opt = torch.optim.Adam(flows[0].parameters(), lr=1e-3)
+    x, c, _ = to_fibers(level.features, level.pos, level.masks)
+    before = _params(flows)
+    assert train_step(flows[0], opt, x, c, torch.ones(len(x), dtype=torch.bool), "bgad", CFG) is None
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError):
+        train_step(flows[0], opt, bad, c, torch.zeros(len(x), dtype=torch.bool), "ml", CFG)
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(flows)))  # nothing was stepped
+    terms = train_step(flows[0], opt, x, c, torch.zeros(len(x), dtype=torch.bool), "bgad", CFG, (-0.3, -0.4))
+    assert float(terms["b_n"]) == -0.3 and float(terms["b_a"]) == -0.4
+    assert not all(torch.equal(a, b) for a, b in zip(before, _params(flows)))
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error():
+    level = _level()
+    level.features[0, 0, 0, 0] = float("nan")
+    flows = make_flows([6], CFG).double()
+    with pytest.raises(BGADError, match="non-finite at epoch 1, level 0"):
+        train_flows(flows, [level], CFG, "ml", 1, progress=False)
