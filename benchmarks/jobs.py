@@ -77,7 +77,8 @@ def job_key(job: dict) -> str:
     return json.dumps(ident, sort_keys=True, default=str)
 
 
-def make_config(dataset: str, seed: int, overrides: dict, cache_dir: str):
+def job_config(dataset: str, seed: int, overrides: dict, cache_dir: str):
+    """The BGADConfig of one benchmark job: the library defaults, the data set, the seed, ``overrides``."""
     from bgad_lite import BGADConfig
 
     base = dict(seed=seed, cache_dir=cache_dir, out_dir=str(Path(cache_dir) / "unused-out"))
@@ -92,7 +93,7 @@ def make_config(dataset: str, seed: int, overrides: dict, cache_dir: str):
 def _prepare(dataset: str, seed: int, overrides: dict, cache_dir: str):
     from bgad_lite import pipeline
 
-    cfg = make_config(dataset, seed, overrides, cache_dir)
+    cfg = job_config(dataset, seed, overrides, cache_dir)
     groups = bsdata_groups() if dataset == "bsdata" else None
     t = time.perf_counter()
     prep = pipeline.prepare(cfg, progress=False, groups=groups)
@@ -218,7 +219,7 @@ class JobRunner:
                     elapsed = time.perf_counter() - t0
                     if optional and self.budget_s is not None and \
                             elapsed + (self._optional_est + job.get("est_s", 0)) / self.workers > self.budget_s:
-                        self.log(f"  [{elapsed:6.0f} s] skipped for time: {describe(job)}")
+                        self.log(f"  [{elapsed:6.0f} s] skipped for time: {describe_job(job)}")
                         self.skipped.append(job)
                         continue
                     if optional:
@@ -232,7 +233,7 @@ class JobRunner:
                     res = fut.result()
                     self.results[job_key(job)] = res
                     status = f"ERROR {res['error']}" if "error" in res else f"{res['job_wall_s']:.0f} s"
-                    self.log(f"  [{time.perf_counter() - t0:6.0f} s] {describe(job)}: {status}")
+                    self.log(f"  [{time.perf_counter() - t0:6.0f} s] {describe_job(job)}: {status}")
                     if then is not None and "error" not in res:
                         then(job, res)
         return self.results
@@ -241,7 +242,8 @@ class JobRunner:
         return self.results.get(job_key(job))
 
 
-def describe(job: dict) -> str:
+def describe_job(job: dict) -> str:
+    """One log line naming a job."""
     if job["kind"] == "call":
         return f"{job['func'].split(':')[1]}({', '.join(f'{k}={v}' for k, v in (job.get('kwargs') or {}).items())})"
     ov = ",".join(f"{k}={v}" for k, v in sorted(job.get("overrides", {}).items()) if k != "cache_dir")

@@ -139,7 +139,7 @@ def _label_regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n_regions)
 
 
-def _normalised_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+def normalised_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
     """Area under the PRO-vs-FPR curve on [0, fpr_limit], divided by fpr_limit.
 
     ``fpr`` and ``pro`` are the curve's points in order of decreasing threshold:
@@ -234,7 +234,7 @@ def aupro(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
     last_of_run = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
     fpr = np.concatenate(([0.0], fpr[last_of_run]))
     pro = np.concatenate(([0.0], pro[last_of_run]))
-    return _normalised_area(fpr, pro, fpr_limit)
+    return normalised_area(fpr, pro, fpr_limit)
 
 
 def aupro_reference(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
@@ -266,4 +266,4 @@ def aupro_reference(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -
         fpr_points.append(np.count_nonzero(flagged & normal) / n_normal)
         if fpr_points[-1] > fpr_limit:
             break
-    return _normalised_area(np.array(fpr_points), np.array(pro_points), fpr_limit)
+    return normalised_area(np.array(fpr_points), np.array(pro_points), fpr_limit)
