@@ -105,10 +105,9 @@ def verdict(met: bool) -> str:
 # ---------------------------------------------------------------------------
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    from bgad_lite.runtime import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
