@@ -3,7 +3,9 @@
 One module per idea: ``features`` (frozen CNN fibers), ``flow`` (conditional
 normalizing flow, positional encoding, log-likelihood), ``boundary`` (b_n, b_a),
 ``losses`` (ML, BG-SPP), ``train``, ``scoring``, ``metrics``, ``data``,
-``synth`` (embedded textures, CutPaste), ``plots``, ``widgets``, ``pipeline``.
+``synth`` (embedded textures, CutPaste), ``margins`` (normal / seen / unseen groups,
+boundaries, rates: numbers only), ``plots`` (every figure, one palette), ``widgets`` (the
+margin explorer), ``pipeline``.
 """
 
 from .boundary import compute_boundaries
