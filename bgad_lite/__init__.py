@@ -4,8 +4,10 @@ One module per idea (the README's "The method, and where it lives" lists them al
 ``features`` (frozen CNN fibers), ``flow`` (conditional normalizing flow, positional
 encoding, log-likelihood), ``boundary`` (b_n, b_a), ``losses`` (ML, BG-SPP), ``train``,
 ``scoring``, ``metrics``, ``gaussian`` (the per-position reference), data in ``data``,
-``images``, ``fewshot``, ``textures``, ``augment``, and a run in ``prepare`` ->
-``pipeline`` -> ``evaluate``.
+``images``, ``fewshot``, ``textures``, ``augment``, a run in ``prepare`` -> ``pipeline``
+-> ``evaluate``, and for looking at it ``margins`` (normal / seen / unseen groups,
+boundaries, rates: numbers only), ``plots`` (every figure, one palette) and ``widgets``
+(the margin explorer).
 
 Importing bgad_lite sets ``OMP_WAIT_POLICY=PASSIVE`` where it is not set
 (:func:`bgad_lite.runtime.set_cpu_defaults`): import it before torch.

@@ -15,6 +15,7 @@ from . import metrics
 from .config import BGADConfig
 from .flow import positional_encoding_2d
 from .gaussian import GaussianModel
+from .margins import NORMAL, SEEN, UNSEEN, image_groups
 from .prepare import Prepared
 from .runtime import with_device
 from .scoring import anomaly_maps, image_scores, level_logps, normalisation_stats
@@ -47,10 +48,9 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     test_logps = model_logps(model, prep.test_features, cfg)
     maps = anomaly_maps(test_logps, cfg.image_size, level_ref if cfg.score_norm == "train" else None)
     scores = image_scores(maps)
-    good = prep.test_types == "good"
-    subsets = {"all": np.ones(len(scores), bool),
-               "seen": good | np.isin(prep.test_types, prep.split.seen_types),
-               "unseen": good | np.isin(prep.test_types, prep.split.unseen_types)}
+    groups = image_groups(prep)  # (N_test,) normal / seen / unseen
+    good = groups == NORMAL
+    subsets = {"all": np.ones(len(scores), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}
     out = {}
     for name, sel in subsets.items():
         if sel.sum() > good.sum():  # at least one anomaly in the subset

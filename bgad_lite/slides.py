@@ -19,10 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
-from .boundary import compute_boundaries
+from .margins import image_groups, train_boundaries
 
 #: Slide size in inches (16:9); at 200 dpi: 2560 x 1440 pixels.
 SLIDE = (12.8, 7.2)
@@ -32,19 +31,14 @@ VARIANTS = ("unsupervised", "naive_push", "bgad")
 LEVEL = 1  # stride 8: the level the notebooks show
 
 
-def _boundaries_from_logp(train_logp: torch.Tensor, cfg) -> tuple[float, float]:
-    logp = train_logp.reshape(-1)
-    b_n, b_a = compute_boundaries(logp, None, cfg.beta, cfg.tau, cfg.normalizer)
-    return float(b_n), float(b_a)
-
-
 def _train(category: str, cache_dir: str, smoke: bool):
-    from . import course, pipeline, widgets
+    from . import course, pipeline
+    from .margins import EpochRecorder
 
     cfg = course.make_config("textures", category, smoke=smoke, cache_dir=cache_dir, device=None)
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = course.phase1(prep, progress=False)
-    recorder = widgets.EpochRecorder(prep, level=LEVEL)
+    recorder = EpochRecorder(prep, level=LEVEL)
     recorder.record(0, phase1)
     evals = {"phase 1": pipeline.evaluate(phase1, prep)}
     for v in VARIANTS:
@@ -55,18 +49,16 @@ def _train(category: str, cache_dir: str, smoke: bool):
 
 
 def boundary_histograms(prep, evals: dict, cfg) -> Figure:
-    from .widgets import draw_fiber_histogram, fiber_groups, l_range
+    from .margins import fiber_l_by_group, l_range
+    from .plots import plot_fiber_histogram
 
     fig = Figure(figsize=SLIDE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True).ravel()
-    h, w = evals["bgad"]["test_logps"][LEVEL].shape[1:]
-    groups = fiber_groups(prep, h, w)
-    by_model = {name: {g: e["test_logps"][LEVEL].numpy()[groups == g] / cfg.normalizer
-                       for g in ("normal", "seen", "unseen")} for name, e in evals.items()}
-    xlim = l_range([v for d in by_model.values() for v in d.values()])
+    by_model = {name: fiber_l_by_group(prep, e["test_logps"][LEVEL], cfg.normalizer) for name, e in evals.items()}
+    xlim = l_range([v for d in by_model.values() for v in d.values()])  # one axis for the four models
     for ax, (name, e) in zip(axes, evals.items()):
-        b_n, b_a = _boundaries_from_logp(e["train_logps"][LEVEL], cfg)
-        draw_fiber_histogram(ax, by_model[name], b_n, b_a, xlim, title=f"{name}")
+        b_n, b_a = train_boundaries(e["train_logps"][LEVEL], cfg.beta, cfg.tau, cfg.normalizer)
+        plot_fiber_histogram(ax, by_model[name], b_n, b_a, xlim, title=f"{name}")
         ax.set_xlabel("l = logp / N")
         if ax is not axes[0]:
             ax.get_legend().remove()
@@ -84,11 +76,9 @@ def anomaly_map_grid(prep, evals: dict) -> Figure:
     fig = Figure(figsize=SLIDE, layout="constrained")
     axes = fig.subplots(len(idx), 1 + len(names), squeeze=False)
     vmax = {n: float(np.percentile(evals[n]["maps"], 99.9)) for n in names}
-    seen = set(prep.split.seen_types)
+    groups = image_groups(prep)  # (N_test,) normal / seen / unseen
     for r, i in enumerate(idx):
-        t = str(prep.test_types[i])
-        kind = "normal" if t == "good" else "seen" if t in seen else "unseen"
-        show_image(axes[r, 0], prep.test_images[i], prep.test_masks[i], f"{t} ({kind})")
+        show_image(axes[r, 0], prep.test_images[i], prep.test_masks[i], f"{prep.test_types[i]} ({groups[i]})")
         for c, n in enumerate(names, start=1):
             axes[r, c].imshow(evals[n]["maps"][i], cmap="inferno", vmin=0, vmax=vmax[n])
             axes[r, c].set_axis_off()
@@ -117,7 +107,8 @@ def seen_unseen_figure(evals: dict) -> Figure:
 
 
 def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
-    from .widgets import draw_fiber_histogram, epoch_xlim
+    from .margins import epoch_xlim
+    from .plots import plot_fiber_histogram
 
     snaps = recorder.snapshots
     pick = np.unique(np.linspace(0, len(snaps) - 1, min(n_panels, len(snaps))).round().astype(int))
@@ -126,10 +117,8 @@ def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
     xlim = epoch_xlim(snaps, recorder.groups)
     for ax, i in zip(axes, pick):
         s = snaps[i]
-        train = torch.from_numpy(np.asarray(s.l_train, dtype=np.float64))
-        b_n, b_a = compute_boundaries(train, None, cfg.beta, cfg.tau, 1.0)
-        draw_fiber_histogram(ax, {g: s.l_test[recorder.groups == g] for g in ("normal", "seen", "unseen")},
-                             float(b_n), float(b_a), xlim,
+        b_n, b_a = train_boundaries(s.l_train, cfg.beta, cfg.tau)  # l_train is already logp / N
+        plot_fiber_histogram(ax, s.l_by_group(recorder.groups), b_n, b_a, xlim,
                              title=f"epoch {s.epoch}" + (" (end of phase 1)" if s.epoch == 0 else ""))
         ax.set_xlabel("l = logp / N")
         if ax is not axes[0]:

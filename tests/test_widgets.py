@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgad_lite import BGADConfig, compute_boundaries, pipeline, widgets
+from bgad_lite import BGADConfig, compute_boundaries, margins, pipeline, widgets
 from bgad_lite.textures import make_texture_dataset
 
 
@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
                      cache_dir=str(tmp / "cache"))
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = pipeline.fit_phase1(prep, progress=False)
-    rec = widgets.EpochRecorder(prep, level=1, max_fibers=500)
+    rec = margins.EpochRecorder(prep, level=1, max_fibers=500)
     rec.record(0, phase1)
     flows, _, _ = pipeline.fit_variant(prep, phase1, "bgad", progress=False, on_epoch_end=rec)
     return prep, flows, rec
@@ -31,10 +31,27 @@ def explorer(trained):
 
 
 def _expected_boundaries(ex, beta, tau):
+    """compute_boundaries on every training-normal fiber of the selected level (an explicit all-normal mask)."""
     prep = ex.prep
     logp = ex.ev["train_logps"][ex.level.value].reshape(-1)
     b_n, b_a = compute_boundaries(logp, torch.zeros_like(logp, dtype=torch.bool), beta, tau, prep.cfg.normalizer)
     return float(b_n), float(b_a)
+
+
+def _expected_fractions(ex, b_n, b_a):
+    """Below / inside / above the margin, counted here from the test logps and the masks."""
+    from bgad_lite.flow import downsample_masks
+
+    prep = ex.prep
+    logp = ex.ev["test_logps"][ex.level.value]  # (N, H, W)
+    fiber = downsample_masks(torch.from_numpy(prep.test_masks), logp.shape[1], logp.shape[2]).numpy()
+    seen = np.isin(prep.test_types, prep.split.seen_types)[:, None, None]
+    l = logp.double().numpy() / prep.cfg.normalizer
+    out = {}
+    for g, sel in (("normal", ~fiber), ("seen", fiber & seen), ("unseen", fiber & ~seen)):
+        v = l[sel]
+        out[g] = (np.mean(v < b_a), np.mean((v >= b_a) & (v <= b_n)), np.mean(v > b_n)) if len(v) else None
+    return out
 
 
 def test_it_is_a_widget_drawn_once_at_construction(explorer):
@@ -67,6 +84,21 @@ def test_beta_and_tau_move_the_boundaries_as_compute_boundaries_says(explorer):
     explorer.level.value = 2
     assert explorer.state["b_n"] == pytest.approx(_expected_boundaries(explorer, 0.2, 0.5)[0], abs=1e-9)
     assert explorer.state["train_below_bn"] <= 0.2 + 1e-9
+    assert explorer.state["level"] == 2
+
+
+def test_fiber_table_counts_what_lies_below_inside_and_above_the_margin(explorer):
+    for level, beta, tau in ((explorer.level.value, 0.01, 0.1), (1, 0.1, 0.3)):
+        explorer.level.value, explorer.beta.value, explorer.tau.value = level, beta, tau
+        b_n, b_a = _expected_boundaries(explorer, beta, tau)
+        want = _expected_fractions(explorer, b_n, b_a)
+        got = explorer.state["fiber_fractions"]
+        for g, fractions in want.items():
+            if fractions is None:
+                assert np.isnan(got[g]["margin"])
+            else:
+                assert (got[g]["below_ba"], got[g]["margin"], got[g]["above_bn"]) == pytest.approx(fractions)
+        assert sum(len(v) for v in explorer.l_test[level].values()) == explorer.ev["test_logps"][level].numel()
 
 
 def test_threshold_gives_the_tpr_and_fpr_of_a_hand_count(explorer):
@@ -97,8 +129,10 @@ def test_epoch_slider_replays_the_snapshots(explorer, trained):
     before = explorer.png["epoch"]
     explorer.epoch.value = 0
     assert explorer.state["epoch"] == 0 and explorer.png["epoch"] != before
-    auc = rec.fiber_auroc()
-    assert len(auc["seen"]) == 3 and all(0 <= a <= 1 for a in auc["seen"] if np.isfinite(a))
+    # the epoch panel's boundaries: compute_boundaries on that snapshot's training normals (l = logp / N)
+    l_train = torch.from_numpy(rec.snapshots[0].l_train.astype(np.float64))
+    b_n, b_a = compute_boundaries(l_train, None, explorer.beta.value, explorer.tau.value, 1.0)
+    assert (explorer.state["epoch_b_n"], explorer.state["epoch_b_a"]) == pytest.approx((float(b_n), float(b_a)))
 
 
 def test_recorder_matches_flow_logp_and_does_not_move_the_flows(trained):
@@ -111,15 +145,27 @@ def test_recorder_matches_flow_logp_and_does_not_move_the_flows(trained):
     snap = rec.record(99, flows)
     assert np.isin(np.round(snap.l_test, 4), np.round(full, 4)).all()
     assert len(rec.groups) == len(snap.l_test) and set(rec.groups) <= {"normal", "seen", "unseen"}
+    all_groups = margins.fiber_groups(prep, feats.shape[2], feats.shape[3])  # (N, H, W)
+    for g in ("normal", "seen", "unseen"):  # at most max_fibers = 500 of each group
+        assert (rec.groups == g).sum() == min((all_groups == g).sum(), 500)
 
 
-def test_static_figures(explorer, trained):
+def test_static_figure_shows_the_current_state(explorer):
+    explorer.beta.value, explorer.tau.value = 0.05, 0.2
+    explorer.threshold.value = float(np.median(explorer.scores))
     fig = explorer.static_figure()
-    assert len(fig.axes) >= 4
-    fig = widgets.epoch_figure(trained[2])
-    assert len(fig.axes) >= 2
-    anim = widgets.epoch_animation(trained[2])
-    assert len(anim.frames) == len(trained[2].snapshots)
+    hist, scores, *gallery = fig.axes
+    s = explorer.state
+    assert sorted(ln.get_xdata()[0] for ln in hist.get_lines()) == pytest.approx([s["b_a"], s["b_n"]])
+    assert "β=0.050, τ=0.200" in hist.get_title()
+    assert scores.get_lines()[0].get_xdata()[0] == pytest.approx(explorer.threshold.value)
+    # the selected image and the highest-scoring image of each other group
+    picks = [explorer.image.value]
+    for g in ("normal", "seen", "unseen"):
+        others = [j for j in np.flatnonzero(explorer.groups == g) if j not in picks]
+        if others and len(picks) < 4:
+            picks.append(max(others, key=lambda j: explorer.scores[j]))
+    assert [ax.get_title().split()[0] for ax in gallery] == [f"#{j}" for j in picks]
 
 
 def test_explorer_views_are_shown_at_their_pixel_size(explorer):
