@@ -101,24 +101,24 @@ def _check_fpr_limit(fpr_limit: float) -> float:
 # ---------------------------------------------------------------------------
 
 
+def _auroc(scores: ArrayLike, truth: ArrayLike, score_name: str, truth_name: str) -> float:
+    """AUROC of every entry of ``scores`` against the same-shaped 0/1 ``truth``, pooled."""
+    scores = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(truth) != 0
+    _check_same_shape(scores, truth, score_name, truth_name)
+    _check_finite(scores, score_name)
+    _check_both_classes(truth, truth_name)
+    return float(roc_auc_score(truth.ravel(), scores.ravel()))
+
+
 def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Image-level AUROC of ``scores`` (N,) against ``labels`` (N,), 1 = anomalous."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels) != 0
-    _check_same_shape(scores, labels, "scores", "labels")
-    _check_finite(scores, "scores")
-    _check_both_classes(labels, "labels")
-    return float(roc_auc_score(labels.ravel(), scores.ravel()))
+    return _auroc(scores, labels, "scores", "labels")
 
 
 def pixel_auroc(maps: ArrayLike, masks: ArrayLike) -> float:
     """Pixel-level AUROC: every pixel of ``maps`` (N, H, W) against ``masks`` (N, H, W), pooled."""
-    maps = np.asarray(maps, dtype=np.float64)
-    masks = np.asarray(masks) != 0
-    _check_same_shape(maps, masks, "maps", "masks")
-    _check_finite(maps, "maps")
-    _check_both_classes(masks, "masks")
-    return float(roc_auc_score(masks.ravel(), maps.ravel()))
+    return _auroc(maps, masks, "maps", "masks")
 
 
 # ---------------------------------------------------------------------------
