@@ -181,29 +181,31 @@ class JobRunner:
     """Runs jobs on ``workers`` spawned processes, highest priority first, never more
     jobs in flight than workers (so a late job can still be skipped for time).
 
-    ``add(job, priority, then=None, optional=False)``: ``then(job, result)`` may add
-    more jobs; an ``optional`` job is only started while ``elapsed + job["est_s"] /
-    workers`` stays within ``budget_s``.
+    ``add(job, priority, then=None, optional=False, exclusive=False)``: ``then(job, result)``
+    may add more jobs; an ``optional`` job is only started while ``elapsed + job["est_s"] /
+    workers`` stays within ``budget_s``; an ``exclusive`` job waits until no other job is in
+    flight and runs alone (a timing that must not share the cores with another job).
     """
 
     def __init__(self, workers: int = 2, budget_s: float | None = None, log=print):
         self.workers = workers
         self.budget_s = budget_s
         self.log = log
-        self.queue: list[tuple[float, int, dict, object, bool]] = []
+        self.queue: list[tuple[float, int, dict, object, bool, bool]] = []
         self.results: dict[str, dict] = {}
         self.skipped: list[dict] = []
         self._n = 0
         self._optional_est = 0.0  # estimated CPU seconds of the optional jobs already started
         self._seen: set[str] = set()
 
-    def add(self, job: dict, priority: float = 0.0, then=None, optional: bool = False) -> None:
+    def add(self, job: dict, priority: float = 0.0, then=None, optional: bool = False,
+            exclusive: bool = False) -> None:
         key = job_key(job)
         if key in self._seen:
             return
         self._seen.add(key)
         self._n += 1
-        self.queue.append((priority, self._n, job, then, optional))
+        self.queue.append((priority, self._n, job, then, optional, exclusive))
 
     def run(self) -> dict[str, dict]:
         import multiprocessing as mp
@@ -215,7 +217,9 @@ class JobRunner:
             while self.queue or inflight:
                 while self.queue and len(inflight) < self.workers:
                     self.queue.sort(key=lambda q: (-q[0], q[1]))
-                    prio, n, job, then, optional = self.queue.pop(0)
+                    if any(ex_ for *_, ex_ in inflight.values()) or (self.queue[0][5] and inflight):
+                        break  # an exclusive job runs alone: wait for the cores to be free
+                    prio, n, job, then, optional, exclusive = self.queue.pop(0)
                     elapsed = time.perf_counter() - t0
                     if optional and self.budget_s is not None and \
                             elapsed + (self._optional_est + job.get("est_s", 0)) / self.workers > self.budget_s:
@@ -224,12 +228,12 @@ class JobRunner:
                         continue
                     if optional:
                         self._optional_est += job.get("est_s", 0)
-                    inflight[ex.submit(run_job, job)] = (job, then, time.perf_counter())
+                    inflight[ex.submit(run_job, job)] = (job, then, time.perf_counter(), exclusive)
                 if not inflight:
                     break
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    job, then, started = inflight.pop(fut)
+                    job, then, started, _ = inflight.pop(fut)
                     res = fut.result()
                     self.results[job_key(job)] = res
                     status = f"ERROR {res['error']}" if "error" in res else f"{res['job_wall_s']:.0f} s"

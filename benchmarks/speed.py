@@ -341,8 +341,9 @@ def render_speed(data: dict) -> str:
                 "`getrusage(RUSAGE_CHILDREN)` of a wrapper whose only child it is — the largest resident set of "
                 "that process or of any process it started (the phase-2 worker processes included), not the sum "
                 "of processes running at the same time; CPU time is summed over all of them. The command trains "
-                "its phase-2 flow variants in parallel single-thread processes (`pipeline.fit_variants`), and the "
-                "other benchmark worker ran its own job meanwhile, so the two shared the cores.", ""]
+                "its phase-2 flow variants in parallel single-thread processes (`pipeline.fit_variants`)"
+                + (". It ran alone: no other benchmark job was in flight meanwhile." if e.get("alone") else
+                   ", and the other benchmark worker ran its own job meanwhile, so the two shared the cores."), ""]
         if "error" in e:
             out.append(f"ERROR: {e['error']}")
         else:
@@ -366,8 +367,9 @@ def render_speed(data: dict) -> str:
                 else:
                     out.append(f"Its CPU time ({e['cpu_s']:.0f} s, over all its processes) is below {cpus} × "
                                f"{E2E_TARGET_S:.0f} s, so the target is not out of reach on an idle machine; "
-                               "phase 1 and the evaluations run in one process, and the other benchmark worker "
-                               "shared the cores meanwhile.")
+                               "phase 1 and the evaluations run in one process"
+                               + ("." if e.get("alone") else ", and the other benchmark worker shared the cores "
+                                  "meanwhile."))
                 share = f"{100 * p2 / max(t.get('total', 1), 1):.0f}% of the run, after {t.get('phase1', 0):.0f} s of phase 1"
                 if "phase2" in t:  # `pipeline.run` since issue 7: one `phase2` timing for all flow variants
                     out.append(f"Where the time goes: phase 2 trains the {n_flow} flow variants in {workers} parallel "

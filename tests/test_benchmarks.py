@@ -249,3 +249,34 @@ def test_job_keys_deduplicate_equal_jobs():
          "variant": "bgad", "est_s": 2}
     assert job_key(a) == job_key(b)
     assert job_key(a) != job_key({**a, "seed": 1})
+
+
+_PROBE = '''
+import time
+
+
+def probe(sleep):
+    start = time.time()
+    time.sleep(sleep)
+    return {"start": start, "end": time.time()}
+'''
+
+
+def test_an_exclusive_job_runs_alone(tmp_path, monkeypatch):
+    """The end-to-end timing is queued exclusive: it waits for the job in flight and nothing
+    starts beside it, although a worker is free (spawned workers inherit sys.path)."""
+    from benchmarks.jobs import JobRunner
+
+    (tmp_path / "runner_probe.py").write_text(_PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    call = lambda name, s: {"kind": "call", "func": "runner_probe:probe", "kwargs": {"sleep": s}, "name": name}  # noqa: E731
+    runner = JobRunner(workers=2, log=lambda *_: None)
+    jobs = {"first": call("first", 1.5), "alone": call("alone", 1.0), "after": call("after", 0.2)}
+    runner.add(jobs["first"], priority=3)
+    runner.add(jobs["alone"], priority=2, exclusive=True)
+    runner.add(jobs["after"], priority=1)
+    runner.run()
+    t = {name: runner.result(job) for name, job in jobs.items()}
+    assert all("error" not in r for r in t.values()), t
+    assert t["alone"]["start"] >= t["first"]["end"]  # it waited for the job in flight
+    assert t["after"]["start"] >= t["alone"]["end"]  # and nothing ran beside it
