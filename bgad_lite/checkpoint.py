@@ -58,7 +58,9 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
         raise BGADError(f"{path} is not a bgad-lite checkpoint (needs config.json and model.pt).")
     saved = BGADConfig.from_json(path / "config.json")
     if cfg is not None:
-        diff = {k: v for k, v in saved.diff(cfg).items() if k in MODEL_KEYS}
+        # a random backbone (pretrained=False) is drawn under the seed: then the seed defines the features too
+        keys = MODEL_KEYS + (() if saved.pretrained else ("seed",))
+        diff = {k: v for k, v in saved.diff(cfg).items() if k in keys}
         if diff:
             lines = ", ".join(f"{k}: saved {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
             raise BGADError(f"checkpoint {path} was built with other settings ({lines}). "

@@ -76,6 +76,18 @@ def test_load_with_differing_config_names_the_keys(tmp_path, cfg, change, keys):
         assert k in str(e.value)
 
 
+def test_the_seed_matters_only_for_a_random_backbone(tmp_path, cfg):
+    """Random backbone weights are drawn under the seed, so flows trained on them do not fit
+    another seed's features; pretrained features do not depend on the seed."""
+    save_checkpoint(tmp_path / "pre", _trained_like(cfg), cfg, CHANNELS, [0.0, 0.0])
+    load_checkpoint(tmp_path / "pre", dataclasses.replace(cfg, seed=3))
+    rnd = dataclasses.replace(cfg, pretrained=False)
+    save_checkpoint(tmp_path / "rnd", _trained_like(rnd), rnd, CHANNELS, [0.0, 0.0])
+    load_checkpoint(tmp_path / "rnd", rnd)
+    with pytest.raises(BGADError, match="seed: saved 0 vs asked 3"):
+        load_checkpoint(tmp_path / "rnd", dataclasses.replace(rnd, seed=3))
+
+
 def test_folder_without_model_pt_raises(tmp_path, cfg):
     with pytest.raises(BGADError):
         load_checkpoint(tmp_path / "does_not_exist")
