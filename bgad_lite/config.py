@@ -36,6 +36,7 @@ class BGADConfig:
     label_fraction: float = 0.5  # a fiber is anomalous when ≥ this fraction of its cell is defect
     label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
+    anomaly_repeats: int = 1  # each training anomaly image appears this many times per phase-2 epoch
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
     out_indices: tuple[int, ...] = (1, 2, 3)  # L = 3 feature levels
@@ -100,7 +101,7 @@ class BGADConfig:
             raise BGADError(f"cond_dim must be a multiple of 4 (sin/cos for x and y), got {self.cond_dim}.")
         if self.n_anomalies < 1:
             raise BGADError(f"n_anomalies must be >= 1, got {self.n_anomalies}.")
-        for name in ("n_blocks", "epochs_phase1", "batch_images", "fiber_chunk"):
+        for name in ("n_blocks", "epochs_phase1", "batch_images", "fiber_chunk", "anomaly_repeats"):
             if getattr(self, name) < 1:
                 raise BGADError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.epochs_phase2 < 0 or self.n_cutpaste < 0:

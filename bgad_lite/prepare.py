@@ -73,16 +73,22 @@ class Prepared:
         return make_levels(self.train_features, masks, self.cfg.cond_dim)
 
     def phase2_levels(self) -> list[LevelData]:
-        """Normal training images + synthesised anomalies, fibers labelled by the masks."""
+        """Normal training images + synthesised anomalies, fibers labelled by the masks.
+
+        The anomaly images are listed ``cfg.anomaly_repeats`` = r times (the official code
+        repeats its anomaly list too), so that an epoch holds r·N_anom of them beside the
+        N_train normals: the push meets each labelled fiber r times per epoch.
+        """
         feats, masks, ignore = [], [], []
+        r = self.cfg.anomaly_repeats
         anom_masks = torch.from_numpy(self.anomaly_masks)  # (N_anom, S, S)
         for ft, fa in zip(self.train_features, self.anomaly_features):
-            feats.append(torch.cat([ft, fa]))  # (N_train + N_anom, C, H, W)
+            feats.append(torch.cat([ft] + [fa] * r))  # (N_train + r·N_anom, C, H, W)
             h, w = ft.shape[2:]
             normal = torch.zeros(len(ft), h, w, dtype=torch.bool)
             m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, self.cfg.label_rule)
-            masks.append(torch.cat([normal, m]))  # (N_train + N_anom, H, W)
-            ignore.append(None if ig is None else torch.cat([normal, ig]))
+            masks.append(torch.cat([normal] + [m] * r))  # (N_train + r·N_anom, H, W)
+            ignore.append(None if ig is None else torch.cat([normal] + [ig] * r))
         return make_levels(feats, masks, self.cfg.cond_dim, None if ignore[0] is None else ignore)
 
 

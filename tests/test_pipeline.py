@@ -176,3 +176,29 @@ def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
     p1 = phase1.state_dict()
     moved = [k for k in p1 if not torch.equal(p1[k], seq["bgad"][0].state_dict()[k])]
     assert moved and not torch.equal(seq["bgad"][0].state_dict()[moved[0]], seq["naive_push"][0].state_dict()[moved[0]])
+
+
+@pytest.mark.parametrize("label_rule", ["keep", "ignore"])
+def test_anomaly_repeats_list_every_anomaly_image_r_times(tiny_root, tmp_path, label_rule):
+    """Phase 2 sees N_train normals, then r copies of the N_anom anomaly images, each copy with
+    its own fiber labels (and ignore masks); phase 1 is untouched."""
+    once = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule), progress=False)
+    thrice = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_repeats=3),
+                              progress=False)
+    n_train, n_anom = len(once.train_images), len(once.anomaly_images)
+    for lv1, lv3, p1, p3 in zip(once.phase2_levels(), thrice.phase2_levels(), once.phase1_levels(),
+                                thrice.phase1_levels()):
+        assert len(lv1.features) == n_train + n_anom and len(lv3.features) == n_train + 3 * n_anom
+        assert torch.equal(p1.features, p3.features) and torch.equal(p1.masks, p3.masks)
+        assert torch.equal(lv3.features[:n_train + n_anom], lv1.features)
+        assert torch.equal(lv3.masks[:n_train + n_anom], lv1.masks)
+        for k in (1, 2):
+            copy = slice(n_train + k * n_anom, n_train + (k + 1) * n_anom)
+            assert torch.equal(lv3.features[copy], lv1.features[n_train:])
+            assert torch.equal(lv3.masks[copy], lv1.masks[n_train:])
+            if label_rule == "ignore":
+                assert torch.equal(lv3.ignore[copy], lv1.ignore[n_train:])
+        assert not lv1.masks[:n_train].any()
+    assert once.phase2_levels()[0].masks[n_train:].any()  # the finest level has anomalous fibers to repeat
+    with pytest.raises(BGADError, match="anomaly_repeats"):
+        tiny_config(tiny_root, tmp_path, anomaly_repeats=0)
