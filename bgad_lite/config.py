@@ -62,6 +62,7 @@ class BGADConfig:
     variants: tuple[str, ...] = VARIANTS
     # --- scoring --------------------------------------------------------
     score_norm: str = "train"  # "train" (deployable) or "test" (the paper's)
+    score_top: float = 0.0  # image score: mean of the top fraction of map pixels; 0 = the map's maximum
     # --- run ------------------------------------------------------------
     seed: int = 0
     device: str = "cpu"
@@ -90,6 +91,9 @@ class BGADConfig:
             raise BGADError(f"label_rule must be one of {LABEL_RULES}, got {self.label_rule!r}.")
         if not 0.0 < self.label_fraction <= 1.0:
             raise BGADError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
+        if not 0.0 <= self.score_top < 1.0:
+            raise BGADError(f"score_top must lie in [0, 1), got {self.score_top}: the fraction of each anomaly "
+                            "map's highest pixels whose mean is the image score (0: the maximum).")
         if self.score_norm not in ("train", "test"):
             raise BGADError(f"score_norm must be 'train' or 'test', got {self.score_norm!r}.")
         bad = [v for v in self.variants if v not in VARIANTS]

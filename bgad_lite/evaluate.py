@@ -47,7 +47,7 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     level_ref = normalisation_stats(train_logps)
     test_logps = model_logps(model, prep.test_features, cfg)
     maps = anomaly_maps(test_logps, cfg.image_size, level_ref if cfg.score_norm == "train" else None)
-    scores = image_scores(maps)
+    scores = image_scores(maps, cfg.score_top)
     groups = image_groups(prep)  # (N_test,) normal / seen / unseen
     good = groups == NORMAL
     subsets = {"all": np.ones(len(scores), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}

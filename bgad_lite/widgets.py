@@ -133,7 +133,7 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.groups = image_groups(prep)  # (N_test,)
         train_maps = anomaly_maps(ev["train_logps"], cfg.image_size,
                                   ev["level_ref"] if cfg.score_norm == "train" else None)
-        self.train_scores = image_scores(train_maps)  # (N_train,)
+        self.train_scores = image_scores(train_maps, cfg.score_top)  # (N_train,), scored as the test images
         self.vmax = float(np.percentile(self.maps, 99.9))
 
     @staticmethod

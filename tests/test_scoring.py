@@ -61,6 +61,19 @@ def test_image_scores_is_per_image_max():
     np.testing.assert_array_equal(image_scores(maps), [2.0, 0.0, 7.0])
 
 
+def test_image_scores_top_fraction_is_the_mean_of_the_highest_pixels():
+    maps = np.zeros((2, 4, 5), dtype=np.float32)  # 20 pixels per map
+    maps[0, 0, :4] = [4.0, 3.0, 2.0, 1.0]
+    maps[1] = np.arange(20, dtype=np.float32).reshape(4, 5)[::-1]  # 19 .. 0, not in order
+    np.testing.assert_allclose(image_scores(maps, top=0.1), [3.5, 18.5])  # k = 2: (4 + 3) / 2, (19 + 18) / 2
+    np.testing.assert_allclose(image_scores(maps, top=0.2), [2.5, 17.5])  # k = 4
+    np.testing.assert_allclose(image_scores(maps, top=0.01), [4.0, 19.0])  # k rounds to 0 -> at least 1: the max
+    np.testing.assert_allclose(image_scores(maps, top=1.0), maps.reshape(2, -1).mean(1))
+    np.testing.assert_array_equal(image_scores(maps, top=0.0), image_scores(maps))
+    with pytest.raises(BGADError, match="fraction"):
+        image_scores(maps, top=1.5)
+
+
 def _random_levels(n: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(n, 8, 8, generator=g) - 2.0, torch.randn(n, 4, 4, generator=g) - 1.0]
