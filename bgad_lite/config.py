@@ -36,7 +36,7 @@ class BGADConfig:
     label_fraction: float = 0.5  # a fiber is anomalous when ≥ this fraction of its cell is defect
     label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
-    anomaly_repeats: int = 1  # each training anomaly image appears this many times per phase-2 epoch
+    anomaly_repeats: int = 3  # each training anomaly image appears this many times per phase-2 epoch
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
     out_indices: tuple[int, ...] = (1, 2, 3)  # L = 3 feature levels
@@ -56,13 +56,13 @@ class BGADConfig:
     # --- optimisation ---------------------------------------------------
     lr: float = 1e-3  # paper: 2e-4; 1e-3 trains within a CPU budget
     epochs_phase1: int = 20
-    epochs_phase2: int = 20
+    epochs_phase2: int = 12  # × (N_train + anomaly_repeats·N_anom) images per epoch
     batch_images: int = 32  # images per mini-batch
     fiber_chunk: int = 4096  # fibers per optimizer step
     variants: tuple[str, ...] = VARIANTS
     # --- scoring --------------------------------------------------------
     score_norm: str = "train"  # "train" (deployable) or "test" (the paper's)
-    score_top: float = 0.0  # image score: mean of the top fraction of map pixels; 0 = the map's maximum
+    score_top: float = 0.01  # image score: mean of the top fraction of map pixels; 0 = the map's maximum
     # --- run ------------------------------------------------------------
     seed: int = 0
     device: str = "cpu"

@@ -182,7 +182,8 @@ def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
 def test_anomaly_repeats_list_every_anomaly_image_r_times(tiny_root, tmp_path, label_rule):
     """Phase 2 sees N_train normals, then r copies of the N_anom anomaly images, each copy with
     its own fiber labels (and ignore masks); phase 1 is untouched."""
-    once = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule), progress=False)
+    once = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_repeats=1),
+                            progress=False)
     thrice = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_repeats=3),
                               progress=False)
     n_train, n_anom = len(once.train_images), len(once.anomaly_images)
