@@ -269,16 +269,26 @@ def summarise_sensitivity(runner, seed, base, cache_dir, defaults, machine) -> d
 # tables
 # ---------------------------------------------------------------------------
 
-def _settings_line(overrides: dict) -> str:
+def _settings_line(overrides: dict, defaults: dict | None = None) -> str:
+    """The settings of a section: ``defaults`` are the library defaults its JSON was measured with
+    (older JSON files have none: then today's)."""
+    from bgad_lite import BGADConfig
+
+    c = BGADConfig.from_dict(defaults) if defaults else BGADConfig()
+    top = "the maximum of the map" if c.score_top == 0 else f"the mean of the top {100 * c.score_top:g} % of the map"
+    text = (f"`BGADConfig()`: {c.image_size} px, {c.epochs_phase1} + {c.epochs_phase2} epochs, each anomaly image "
+            f"{c.anomaly_repeats}× per phase-2 epoch, k = {c.n_anomalies}, β = {c.beta}, τ = {c.tau}, image score "
+            f"{top}")
     if not overrides:
-        return "Settings: the library defaults (`BGADConfig()`: 128 px, 20 + 20 epochs, k = 10, β = 0.01, τ = 0.1)."
-    return "Settings: the library defaults except " + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + "."
+        return f"Settings: the library defaults ({text})."
+    return (f"Settings: the library defaults ({text}) except "
+            + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + ".")
 
 
 def render_accuracy(data: dict) -> str:
     runs, seeds = data["runs"], data["seeds"]
     out = [stamp_line(data["machine"]), "",
-           _settings_line(data["overrides"]) + f" Seeds {', '.join(map(str, seeds))}; mean ± sample std over "
+           _settings_line(data["overrides"], data.get("defaults")) + f" Seeds {', '.join(map(str, seeds))}; mean ± sample std over "
            "seeds. Each (texture, seed) has one prepared data set and one phase-1 model shared by the three "
            "flow variants; `gaussian` (a per-position Gaussian, PaDiM-style, no training) is fitted to the same "
            "training features. Metrics are those of the final epoch (no test-set selection).", ""]
@@ -442,7 +452,7 @@ def render_bsdata(data: dict) -> str:
                    f"position (the README's `position` column passed as `groups=`), so test images of the same "
                    f"positions leave the test set too: {d['n_test']} test images "
                    f"({', '.join(f'{k} {v}' for k, v in d['test_counts'].items())}) for seed {runs[0]['seed']}. "
-                   + _settings_line(data["overrides"]) + f" Seeds run: {', '.join(map(str, data['seeds_run']))}"
+                   + _settings_line(data["overrides"], data.get("defaults")) + f" Seeds run: {', '.join(map(str, data['seeds_run']))}"
                    + (f" (skipped for time: {', '.join(map(str, data['seeds_skipped']))})" if data["seeds_skipped"] else "")
                    + ".")
         out.append("")
@@ -461,7 +471,7 @@ def render_sensitivity(data: dict) -> str:
     out = [stamp_line(data["machine"]), "",
            f"bgad on grass, seed {data['seed']}, one shared phase-1 model; one parameter varied at a time, the "
            f"others at their defaults ({', '.join(f'{SENS_LABEL[k].split()[0]} = {v}' for k, v in data['defaults'].items())}). "
-           + _settings_line(data["overrides"]) + " One seed: differences below about 0.02 are within seed-to-seed "
+           + _settings_line(data["overrides"], data.get("defaults")) + " One seed: differences below about 0.02 are within seed-to-seed "
            "noise (see the std in the accuracy table). k changes the labelled anomalies and therefore the test set "
            "(the labelled images leave it).", ""]
     rows = []

@@ -39,7 +39,7 @@ def write_results_md(out_dir: Path, md_path: Path, order) -> str:
         if meta.get("mode") == "full" and set(meta.get("sections", [])) >= {"accuracy", "sensitivity", "speed"}:
             ok = meta.get("total_s", 0) <= FULL_TARGET_S
             parts += [f"Target: the full run within {FULL_TARGET_S / 60:.0f} min: {verdict(ok)}."
-                      + ("" if ok else " The work is ~45 training jobs at the library defaults (20 + 20 epochs) "
+                      + ("" if ok else " The work is ~45 training jobs at the library defaults "
                          "plus the speed measurements, run two at a time on the two cores; a job running next to "
                          "another takes longer than alone (shared caches and memory bandwidth, and other users of "
                          "the machine), so two workers give well under 2× the throughput of one — the per-job "

@@ -141,6 +141,7 @@ def main(argv=None) -> int:
 
     def save(name, data):
         data.setdefault("machine", stamp)
+        data.setdefault("defaults", BGADConfig().to_dict())  # what "the library defaults" were in this run
         data["mode"] = "quick" if quick else "full"
         write_json(out_dir / f"{name}.json", data)
         written.append(name)

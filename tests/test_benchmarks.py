@@ -280,3 +280,15 @@ def test_an_exclusive_job_runs_alone(tmp_path, monkeypatch):
     assert all("error" not in r for r in t.values()), t
     assert t["alone"]["start"] >= t["first"]["end"]  # it waited for the job in flight
     assert t["after"]["start"] >= t["alone"]["end"]  # and nothing ran beside it
+
+
+def test_settings_line_names_the_defaults_the_section_was_measured_with():
+    from benchmarks.accuracy import _settings_line
+    from bgad_lite import BGADConfig
+
+    old = BGADConfig(epochs_phase2=20, anomaly_repeats=1, score_top=0.0).to_dict()
+    line = _settings_line({}, old)
+    assert "20 + 20 epochs" in line and "1× per phase-2 epoch" in line and "the maximum of the map" in line
+    now = _settings_line({"beta": 0.05})
+    c = BGADConfig()
+    assert f"{c.epochs_phase1} + {c.epochs_phase2} epochs" in now and now.endswith("except `beta=0.05`.")
