@@ -325,10 +325,14 @@ def render_accuracy(data: dict) -> str:
     fit_g = [r["fit_s"] for r in runs if r["variant"] == "gaussian"]
     p1 = [p["phase1_s"] for p in data.get("phase1", []) if not p["from_cache"]]
     if fit:
-        out.append((f"Phase 1 took {fmt_mean_std(p1, 0)} s per (texture, seed), " if p1 else "")
-                   + f"phase-2 training {fmt_mean_std(fit, 0)} s per flow variant"
-                   + (f", fitting `gaussian` {fmt_mean_std(fit_g, 1)} s" if fit_g else "")
-                   + " (wall, one thread, two jobs at a time on the two cores, other users on the machine too).")
+        loaded = [p for p in data.get("phase1", []) if p["from_cache"]]
+        line = ((f"phase 1 took {fmt_mean_std(p1, 0)} s per (texture, seed), " if p1 else "")
+                + (f"phase 1 of {len(loaded)} (texture, seed) loaded from the cache (trained earlier with the "
+                   "same settings and data), " if loaded else "")
+                + f"phase-2 training {fmt_mean_std(fit, 0)} s per flow variant"
+                + (f", fitting `gaussian` {fmt_mean_std(fit_g, 1)} s" if fit_g else "")
+                + " (wall, one thread, two jobs at a time on the two cores, other users on the machine too).")
+        out.append(line[0].upper() + line[1:])
     for e in data.get("errors", []):
         out.append(f"- ERROR {e['dataset']} seed {e['seed']} {e['variant']}: {e['error']}")
     t = accuracy_target(data)  # from the runs, so results written before these targets render too

@@ -135,9 +135,11 @@ def _phase1_job(job: dict) -> dict:
 
     cache = job.get("cache_dir", str(DEFAULT_CACHE))
     cfg, prep, t_prep = _prepare(job["dataset"], job["seed"], job["overrides"], cache)
+    # loaded, not trained, when the checkpoint is there already (the history is cached beside it)
+    from_cache = (pipeline.phase1_checkpoint_dir(prep) / "model.pt").exists()
     t = time.perf_counter()
-    _, hist = pipeline.fit_phase1_cached(prep, progress=False)
-    return {"prepare_s": t_prep, "phase1_s": time.perf_counter() - t, "from_cache": hist is None,
+    pipeline.fit_phase1_cached(prep, progress=False)
+    return {"prepare_s": t_prep, "phase1_s": time.perf_counter() - t, "from_cache": from_cache,
             "n_train": len(prep.train_images)}
 
 
@@ -147,12 +149,13 @@ def _variant_job(job: dict) -> dict:
 
     cache = job.get("cache_dir", str(DEFAULT_CACHE))
     cfg, prep, t_prep = _prepare(job["dataset"], job["seed"], job["overrides"], cache)
-    rates, hist, t_p1, history = None, None, 0.0, []
+    rates, p1_cached, t_p1, history = None, None, 0.0, []
     t = time.perf_counter()
     if job["variant"] == "gaussian":  # the reference needs no phase 1
         model = GaussianModel.fit(prep.train_features)
     else:
-        phase1, hist = pipeline.fit_phase1_cached(prep, progress=False)
+        p1_cached = (pipeline.phase1_checkpoint_dir(prep) / "model.pt").exists()
+        phase1, _ = pipeline.fit_phase1_cached(prep, progress=False)
         t_p1 = time.perf_counter() - t
         t = time.perf_counter()
         model, history, _ = pipeline.fit_variant(prep, phase1, job["variant"], progress=False)
@@ -163,7 +166,7 @@ def _variant_job(job: dict) -> dict:
     if job["variant"] != "gaussian":
         rates = diagnostics.boundary_rates(model, prep, train_logps=ev["train_logps"])
     types = [str(x) for x in prep.test_types]
-    return {"metrics": ev["metrics"], "prepare_s": t_prep, "phase1_s": t_p1, "phase1_from_cache": hist is None,
+    return {"metrics": ev["metrics"], "prepare_s": t_prep, "phase1_s": t_p1, "phase1_from_cache": p1_cached,
             "fit_s": t_fit, "eval_s": t_eval,
             "data": {"n_train": len(prep.train_images), "n_labelled": len(prep.split.labelled),
                      "n_anomaly_images": len(prep.anomaly_images), "n_test": len(types),
