@@ -195,7 +195,8 @@ def describe(cfg: BGADConfig) -> str:
     """A one-line summary of what a notebook is about to run."""
     data = cfg.data_dir or "embedded textures"
     return (f"{cfg.category} ({data}), {cfg.image_size} px, backbone {cfg.backbone}, device {cfg.device}, "
-            f"epochs {cfg.epochs_phase1} + {cfg.epochs_phase2}, {cfg.n_cutpaste} CutPastes, cache {cfg.cache_dir}")
+            f"epochs {cfg.epochs_phase1} + {cfg.epochs_phase2}, {cfg.n_cutpaste} CutPastes, anomalies "
+            f"{cfg.anomaly_repeats}× per phase-2 epoch, cache {cfg.cache_dir}")
 
 
 # ---------------------------------------------------------------------------

@@ -203,3 +203,10 @@ def test_margin_explorer_cell_explains_what_is_missing(capsys):
     exec(cell.source, {"widgets": None, "display": print})  # the cells above were not run
     out = capsys.readouterr().out
     assert "run them first" in out and "flows" in out and "recorder" in out
+
+
+def test_describe_names_the_phase_2_work():
+    from bgad_lite import BGADConfig
+
+    line = course.describe(BGADConfig(epochs_phase1=9, epochs_phase2=7, n_cutpaste=5, anomaly_repeats=2))
+    assert "epochs 9 + 7" in line and "5 CutPastes" in line and "anomalies 2× per phase-2 epoch" in line
