@@ -135,8 +135,7 @@ def _phase1_job(job: dict) -> dict:
 
     cache = job.get("cache_dir", str(DEFAULT_CACHE))
     cfg, prep, t_prep = _prepare(job["dataset"], job["seed"], job["overrides"], cache)
-    # loaded, not trained, when the checkpoint is there already (the history is cached beside it)
-    from_cache = (pipeline.phase1_checkpoint_dir(prep) / "model.pt").exists()
+    from_cache = pipeline.phase1_is_cached(prep)
     t = time.perf_counter()
     pipeline.fit_phase1_cached(prep, progress=False)
     return {"prepare_s": t_prep, "phase1_s": time.perf_counter() - t, "from_cache": from_cache,
@@ -154,7 +153,7 @@ def _variant_job(job: dict) -> dict:
     if job["variant"] == "gaussian":  # the reference needs no phase 1
         model = GaussianModel.fit(prep.train_features)
     else:
-        p1_cached = (pipeline.phase1_checkpoint_dir(prep) / "model.pt").exists()
+        p1_cached = pipeline.phase1_is_cached(prep)
         phase1, _ = pipeline.fit_phase1_cached(prep, progress=False)
         t_p1 = time.perf_counter() - t
         t = time.perf_counter()

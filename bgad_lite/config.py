@@ -91,8 +91,8 @@ class BGADConfig:
             raise BGADError(f"label_rule must be one of {LABEL_RULES}, got {self.label_rule!r}.")
         if not 0.0 < self.label_fraction <= 1.0:
             raise BGADError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
-        if not 0.0 <= self.score_top < 1.0:
-            raise BGADError(f"score_top must lie in [0, 1), got {self.score_top}: the fraction of each anomaly "
+        if not 0.0 <= self.score_top <= 1.0:
+            raise BGADError(f"score_top must lie in [0, 1], got {self.score_top}: the fraction of each anomaly "
                             "map's highest pixels whose mean is the image score (0: the maximum).")
         if self.score_norm not in ("train", "test"):
             raise BGADError(f"score_norm must be 'train' or 'test', got {self.score_norm!r}.")

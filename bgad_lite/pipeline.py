@@ -64,6 +64,11 @@ def phase1_checkpoint_dir(prep: Prepared, cfg: BGADConfig | None = None) -> Path
     return Path(cfg.cache_dir) / f"phase1-{key}"
 
 
+def phase1_is_cached(prep: Prepared, cfg: BGADConfig | None = None) -> bool:
+    """Whether :func:`fit_phase1_cached` will load phase 1 instead of training it."""
+    return (phase1_checkpoint_dir(prep, cfg) / "model.pt").exists()
+
+
 def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
     """:func:`fit_phase1`, or load its result from ``cfg.cache_dir`` when it was trained
     before with the same settings and data -> (flows, history).
@@ -75,7 +80,7 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
 
     cfg = cfg or prep.cfg
     path = phase1_checkpoint_dir(prep, cfg)
-    if (path / "model.pt").exists():
+    if phase1_is_cached(prep, cfg):
         flows, _, _ = load_checkpoint(path, cfg)
         log.info("phase 1: loaded %s", path)
         history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
@@ -162,7 +167,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     timings = dict(prep.timings_s)
 
     t = time.perf_counter()
-    from_cache = (phase1_checkpoint_dir(prep) / "model.pt").exists()
+    from_cache = phase1_is_cached(prep)
     phase1, hist1 = fit_phase1_cached(prep, progress=progress)
     timings["phase1"] = time.perf_counter() - t  # ~0 when loaded from the cache
 
