@@ -22,6 +22,7 @@ class BGADError(ValueError):
 VARIANTS = ("gaussian", "unsupervised", "bgad", "naive_push")
 BOUNDARY_MODES = ("fixed", "per_batch")
 LABEL_RULES = ("half", "ignore", "keep")
+ANOMALY_NORMALS = ("all", "real", "none")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class BGADConfig:
     label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
     anomaly_repeats: int = 3  # each training anomaly image appears this many times per phase-2 epoch
+    anomaly_normals: str = "real"  # which anomaly images' normal parts phase 2 fits: "all" (official), "real", "none"
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
     out_indices: tuple[int, ...] = (1, 2, 3)  # L = 3 feature levels
@@ -89,6 +91,10 @@ class BGADConfig:
             raise BGADError(f"boundary must be one of {BOUNDARY_MODES}, got {self.boundary!r}.")
         if self.label_rule not in LABEL_RULES:
             raise BGADError(f"label_rule must be one of {LABEL_RULES}, got {self.label_rule!r}.")
+        if self.anomaly_normals not in ANOMALY_NORMALS:
+            raise BGADError(f"anomaly_normals must be one of {ANOMALY_NORMALS}, got {self.anomaly_normals!r}: "
+                            "whose normal parts phase 2 trains on — every anomaly image's ('all', the official "
+                            "code), the real ones' but not the CutPastes' ('real'), or none ('none').")
         if not 0.0 < self.label_fraction <= 1.0:
             raise BGADError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
         if not 0.0 <= self.score_top <= 1.0:
@@ -166,7 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "fast": {"epochs_phase1": 6, "epochs_phase2": 3, "n_cutpaste": 20},
     "paper": {"backbone": "tf_efficientnet_b6", "image_size": 256, "n_blocks": 8, "cond_dim": 128, "lr": 2e-4,
-              "epochs_phase1": 8, "epochs_phase2": 24 * 8, "device": "auto"},
+              "epochs_phase1": 8, "epochs_phase2": 24 * 8, "anomaly_normals": "all", "device": "auto"},
 }
 
 

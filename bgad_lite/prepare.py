@@ -78,6 +78,17 @@ class Prepared:
         The anomaly images are listed ``cfg.anomaly_repeats`` = r times (the official code
         repeats its anomaly list too), so that an epoch holds r·N_anom of them beside the
         N_train normals: the push meets each labelled fiber r times per epoch.
+
+        Which fibers of an anomaly image are trained on as *normal* is ``cfg.anomaly_normals``:
+        - ``"all"`` (the official code): every fiber that is neither anomalous nor touched;
+        - ``"real"`` (default): those of the labelled images and their flips — real normal
+          surface, which sharpens the maps around a defect — but none of a CutPaste's. A
+          CutPaste is a training normal already in the set plus a pasted piece; around the
+          piece and its seams a fiber's receptive field reaches into the defect, so the ML
+          and pull terms would raise the likelihood right next to the fibers the push lowers;
+        - ``"none"``: an anomaly image brings only its anomalous fibers.
+        Leaving the CutPastes' normal parts out also makes phase 2 cheaper: they held most
+        of its fibers.
         """
         feats, masks, ignore = [], [], []
         r = self.cfg.anomaly_repeats
@@ -87,6 +98,11 @@ class Prepared:
             h, w = ft.shape[2:]
             normal = torch.zeros(len(ft), h, w, dtype=torch.bool)
             m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, self.cfg.label_rule)
+            if self.cfg.anomaly_normals != "all":
+                drop = torch.ones(len(m), dtype=torch.bool) if self.cfg.anomaly_normals == "none" else \
+                    torch.tensor([k == "cutpaste" for k in self.anomaly_kinds], dtype=torch.bool)  # (N_anom,)
+                ig = torch.zeros_like(m) if ig is None else ig.clone()
+                ig[drop] = ~m[drop]  # those images keep only their anomalous fibers
             masks.append(torch.cat([normal] + [m] * r))  # (N_train + r·N_anom, H, W)
             ignore.append(None if ig is None else torch.cat([normal] + [ig] * r))
         return make_levels(feats, masks, self.cfg.cond_dim, None if ignore[0] is None else ignore)

@@ -203,3 +203,43 @@ def test_anomaly_repeats_list_every_anomaly_image_r_times(tiny_root, tmp_path, l
     assert once.phase2_levels()[0].masks[n_train:].any()  # the finest level has anomalous fibers to repeat
     with pytest.raises(BGADError, match="anomaly_repeats"):
         tiny_config(tiny_root, tmp_path, anomaly_repeats=0)
+
+
+@pytest.mark.parametrize("label_rule", ["keep", "half"])
+def test_anomaly_normals_choose_which_anomaly_images_bring_normal_fibers(tiny_root, tmp_path, label_rule):
+    """Phase 2's normal fibers: every fiber of the normal training images, plus the untouched normal
+    fibers of the anomaly images that ``anomaly_normals`` admits — all of them ("all", the official
+    code), the labelled images and flips but no CutPaste ("real"), none ("none"). Anomalous fibers
+    always stay."""
+    from bgad_lite.flow import fiber_labels
+    from bgad_lite.train import epoch_chunks
+
+    preps = {mode: pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_normals=mode,
+                                                anomaly_repeats=2), progress=False)
+             for mode in ("all", "real", "none")}
+    prep = preps["all"]
+    n_train, r = len(prep.train_images), 2
+    cutpaste = np.array(prep.anomaly_kinds) == "cutpaste"
+    assert cutpaste.any() and not cutpaste.all()
+    masks = torch.from_numpy(prep.anomaly_masks)
+    levels = {mode: p.phase2_levels() for mode, p in preps.items()}
+    for j in range(len(levels["all"])):
+        lv = {mode: levels[mode][j] for mode in levels}
+        h, w = lv["all"].masks.shape[1:]
+        m, touched = fiber_labels(masks, h, w, prep.cfg.label_fraction, label_rule)
+        touched = torch.zeros_like(m) if touched is None else touched
+        expected = {"all": touched, "none": ~m,
+                    "real": torch.where(torch.from_numpy(cutpaste)[:, None, None], ~m, touched)}
+        for mode, want in expected.items():
+            assert torch.equal(lv[mode].masks, lv["all"].masks)
+            ignore = torch.zeros_like(lv[mode].masks) if lv[mode].ignore is None else lv[mode].ignore
+            assert not ignore[:n_train].any()  # every fiber of a normal training image is trained on
+            assert torch.equal(ignore[n_train:], torch.cat([want] * r)), mode
+            # what one epoch feeds the flow of this level: count normal and anomalous fibers
+            gen = torch.Generator().manual_seed(0)
+            chunk_masks = [a for _, _, _, a in epoch_chunks([lv[mode]], 4, 512, normal_only=False, gen=gen)]
+            n_normal = sum(int((~a).sum()) for a in chunk_masks)
+            assert n_normal == n_train * h * w + r * int((~m & ~want).sum()), mode
+            assert sum(int(a.sum()) for a in chunk_masks) == r * int(m.sum()), mode
+    with pytest.raises(BGADError, match="anomaly_normals"):
+        tiny_config(tiny_root, tmp_path, anomaly_normals="some")
