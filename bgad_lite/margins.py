@@ -14,7 +14,7 @@ This module answers, without drawing anything:
   for a threshold t on the image score, :func:`rates_at` (FPR, TPR on seen and unseen);
 - **how phase 2 moves them**, epoch by epoch: :class:`EpochRecorder`, an ``on_epoch_end``
   callback for :func:`bgad_lite.pipeline.fit_variant` that keeps :class:`Snapshot` s;
-- **one l-axis** that shows every group: :func:`l_range`, :func:`epoch_xlim` (the axis rule
+- **one l-axis** that shows every group: :func:`l_range`, :func:`boundary_range`, :func:`epoch_xlim` (the axis rule
   of every histogram in :mod:`bgad_lite.plots`).
 
 Pure numpy / torch: no matplotlib and no ipywidgets (drawing is :mod:`bgad_lite.plots`, the
@@ -126,6 +126,19 @@ def l_range(groups, lo_pct: float = 1.0, hi_pct: float = 99.9) -> tuple[float, f
     hi = max(float(np.percentile(v, hi_pct)) for v in groups)
     pad = 0.03 * (hi - lo) + 1e-9
     return lo - pad, hi + pad
+
+
+def boundary_range(groups, b_n: float, b_a: float, margins_below: float = 4.0) -> tuple[float, float]:
+    """:func:`l_range`, its left end cut at ``margins_below`` margins τ = b_n − b_a under b_a.
+
+    A pushed anomaly can sit at l = −5 (BGAD) or −2000 (the naive push); an axis that reaches
+    it squeezes the normals, b_n and b_a into one bar. The eye needs the boundary region;
+    the far tail stays counted, clipped into the first bar (which
+    :func:`bgad_lite.plots.plot_fiber_histogram` labels). No cut when nothing lies above it.
+    """
+    lo, hi = l_range(groups)
+    cut = b_a - margins_below * (b_n - b_a)
+    return (max(lo, cut), hi) if cut < hi else (lo, hi)
 
 
 # ---------------------------------------------------------------------------

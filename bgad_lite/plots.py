@@ -28,7 +28,8 @@ import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from .margins import GROUPS, NORMAL, SEEN, UNSEEN, epoch_xlim, fiber_l_by_group, l_range, train_boundaries
+from .margins import (GROUPS, NORMAL, SEEN, UNSEEN, boundary_range, epoch_xlim, fiber_l_by_group, l_range,
+                      train_boundaries)
 
 #: The palette of every figure: the fiber / image groups, "anomalous" (a true defect, e.g. its
 #: mask outline, and b_a), the margin between b_a and b_n, the threshold t, the training normals.
@@ -109,7 +110,8 @@ def plot_fiber_histogram(ax, l_by_group: dict[str, np.ndarray], b_n: float | Non
     :func:`bgad_lite.margins.fiber_l_by_group`) or "anomalous"; an empty group draws nothing.
     ``bins`` bars on ``xlim`` (default :func:`bgad_lite.margins.l_range` of the groups and
     ``l_train``); values outside are clipped into the first or last bar, so the far tail of
-    pushed anomalies stays counted. ``l_train``: the training normals, as an outline.
+    pushed anomalies stays counted, and the first bar then says how many it holds.
+    ``l_train``: the training normals, as an outline.
     """
     if xlim is None:
         xlim = l_range(list(l_by_group.values()) + ([] if l_train is None else [l_train]))
@@ -124,6 +126,10 @@ def plot_fiber_histogram(ax, l_by_group: dict[str, np.ndarray], b_n: float | Non
         ax.axvspan(b_a, b_n, color=COLORS["margin"], alpha=0.3, label="margin τ")
         ax.axvline(b_n, color=COLORS[NORMAL], ls="--", lw=1.3, label=f"$b_n$ = {b_n:.3f}")
         ax.axvline(b_a, color=COLORS["anomalous"], ls="--", lw=1.3, label=f"$b_a$ = {b_a:.3f}")
+    below = sum(int((np.asarray(v) < xlim[0]).sum()) for v in l_by_group.values())
+    if below:
+        ax.text(0.02, 0.5, f"first bar: {below} fiber{'s' * (below != 1)}\nwith l < {xlim[0]:.2f}", transform=ax.transAxes,
+                fontsize=6, va="center")
     ax.set_xlim(*xlim)
     ax.set_xlabel("l = log p / N  (right: more normal)")
     ax.set_ylabel("density")
@@ -321,7 +327,8 @@ def save_run_figures(figdir: str | Path, prep, evals: dict, cfg, histories: dict
         for j in range(n_levels):
             l_by_group = fiber_l_by_group(prep, ev["test_logps"][j], cfg.normalizer)
             b_n, b_a = train_boundaries(ev["train_logps"][j], cfg.beta, cfg.tau, cfg.normalizer)
-            plot_fiber_histogram(axes[r, j], l_by_group, b_n, b_a, title=f"{name}, level {j} (test)")
+            plot_fiber_histogram(axes[r, j], l_by_group, b_n, b_a, title=f"{name}, level {j} (test)",
+                                 xlim=boundary_range(list(l_by_group.values()), b_n, b_a))
             if (r, j) != (0, 0):
                 axes[r, j].get_legend().remove()
     fig.tight_layout()

@@ -54,6 +54,11 @@ def test_values_outside_the_axis_land_in_the_edge_bars():
     plots.plot_fiber_histogram(ax, {SEEN: np.array([-50.0, 0.5, 50.0])}, xlim=(0.0, 1.0), bins=4)
     heights = [p.get_height() for p in sorted(_bars(ax, plots.COLORS[SEEN]), key=lambda p: p.get_x())]
     assert heights == pytest.approx([4 / 3, 0, 4 / 3, 4 / 3])  # clipped, still counted
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["first bar: 1 fiber\nwith l < 0.00"]  # the first bar says what it holds
+    ax = _ax()
+    plots.plot_fiber_histogram(ax, {SEEN: np.array([0.5, 50.0])}, xlim=(0.0, 1.0), bins=4)
+    assert not ax.texts  # nothing below the axis: no label
 
 
 def test_plotly_traces_bin_like_the_histogram():
