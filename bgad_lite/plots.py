@@ -128,8 +128,8 @@ def plot_fiber_histogram(ax, l_by_group: dict[str, np.ndarray], b_n: float | Non
         ax.axvline(b_a, color=COLORS["anomalous"], ls="--", lw=1.3, label=f"$b_a$ = {b_a:.3f}")
     below = sum(int((np.asarray(v) < xlim[0]).sum()) for v in l_by_group.values())
     if below:
-        ax.text(0.02, 0.5, f"first bar: {below} fiber{'s' * (below != 1)}\nwith l < {xlim[0]:.2f}", transform=ax.transAxes,
-                fontsize=6, va="center")
+        ax.text(0.02, 0.5, f"first bar: {below} fiber{'s' * (below != 1)}\nwith l < {xlim[0]:.2f}",
+                transform=ax.transAxes, fontsize=6, va="center")
     ax.set_xlim(*xlim)
     ax.set_xlabel("l = log p / N  (right: more normal)")
     ax.set_ylabel("density")
