@@ -49,15 +49,18 @@ def _train(category: str, cache_dir: str, smoke: bool):
 
 
 def boundary_histograms(prep, evals: dict, cfg) -> Figure:
-    from .margins import fiber_l_by_group, l_range
+    from .margins import boundary_range, fiber_l_by_group
     from .plots import plot_fiber_histogram
 
     fig = Figure(figsize=SLIDE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True).ravel()
     by_model = {name: fiber_l_by_group(prep, e["test_logps"][LEVEL], cfg.normalizer) for name, e in evals.items()}
-    xlim = l_range([v for d in by_model.values() for v in d.values()])  # one axis for the four models
-    for ax, (name, e) in zip(axes, evals.items()):
-        b_n, b_a = train_boundaries(e["train_logps"][LEVEL], cfg.beta, cfg.tau, cfg.normalizer)
+    bounds = {name: train_boundaries(e["train_logps"][LEVEL], cfg.beta, cfg.tau, cfg.normalizer)
+              for name, e in evals.items()}
+    ranges = [boundary_range(list(by_model[name].values()), *bounds[name]) for name in evals]
+    xlim = (min(r[0] for r in ranges), max(r[1] for r in ranges))  # one axis for the four models
+    for ax, name in zip(axes, evals):
+        b_n, b_a = bounds[name]
         plot_fiber_histogram(ax, by_model[name], b_n, b_a, xlim, title=f"{name}")
         ax.set_xlabel("l = logp / N")
         if ax is not axes[0]:
