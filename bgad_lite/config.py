@@ -38,7 +38,7 @@ class BGADConfig:
     label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
     anomaly_repeats: int = 3  # each training anomaly image appears this many times per phase-2 epoch
-    anomaly_normals: str = "real"  # which anomaly images' normal parts phase 2 fits: "all" (official), "real", "none"
+    anomaly_normals: str = "all"  # normal parts phase 2 fits: of "all" anomaly images (official), "real", "none"
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
     out_indices: tuple[int, ...] = (1, 2, 3)  # L = 3 feature levels
@@ -172,7 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "fast": {"epochs_phase1": 6, "epochs_phase2": 3, "n_cutpaste": 20},
     "paper": {"backbone": "tf_efficientnet_b6", "image_size": 256, "n_blocks": 8, "cond_dim": 128, "lr": 2e-4,
-              "epochs_phase1": 8, "epochs_phase2": 24 * 8, "anomaly_normals": "all", "device": "auto"},
+              "epochs_phase1": 8, "epochs_phase2": 24 * 8, "device": "auto"},
 }
 
 

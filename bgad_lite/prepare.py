@@ -80,15 +80,15 @@ class Prepared:
         N_train normals: the push meets each labelled fiber r times per epoch.
 
         Which fibers of an anomaly image are trained on as *normal* is ``cfg.anomaly_normals``:
-        - ``"all"`` (the official code): every fiber that is neither anomalous nor touched;
-        - ``"real"`` (default): those of the labelled images and their flips — real normal
-          surface, which sharpens the maps around a defect — but none of a CutPaste's. A
-          CutPaste is a training normal already in the set plus a pasted piece; around the
-          piece and its seams a fiber's receptive field reaches into the defect, so the ML
-          and pull terms would raise the likelihood right next to the fibers the push lowers;
-        - ``"none"``: an anomaly image brings only its anomalous fibers.
-        Leaving the CutPastes' normal parts out also makes phase 2 cheaper: they held most
-        of its fibers.
+        - ``"all"`` (default, the official code): every fiber that is neither anomalous nor touched;
+        - ``"real"``: those of the labelled images and their flips (real normal surface), but none
+          of a CutPaste's. A CutPaste is a training normal already in the set plus a pasted piece,
+          and next to the piece a fiber's receptive field reaches into the defect, so the ML and
+          pull terms raise the likelihood right beside the fibers the push lowers. Its normal parts
+          are about half of phase 2's fibers: "real" halves phase 2's time. Measured over seeds
+          0–2 it changed image AUROC by −0.011 (grass), −0.001 (gravel), 0 (brick), +0.001 and
+          AUPRO +0.006 (bsdata), so it is not the default;
+        - ``"none"``: an anomaly image brings only its anomalous fibers (bsdata AUPRO −0.02, seed 0).
         """
         feats, masks, ignore = [], [], []
         r = self.cfg.anomaly_repeats
