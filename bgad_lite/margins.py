@@ -128,17 +128,20 @@ def l_range(groups, lo_pct: float = 1.0, hi_pct: float = 99.9) -> tuple[float, f
     return lo - pad, hi + pad
 
 
-def boundary_range(groups, b_n: float, b_a: float, margins_below: float = 4.0) -> tuple[float, float]:
-    """:func:`l_range`, its left end cut at ``margins_below`` margins τ = b_n − b_a under b_a.
+def boundary_range(groups, b_n: float, b_a: float, margins: float = 4.0) -> tuple[float, float]:
+    """:func:`l_range`, cut at ``margins`` margins τ = b_n − b_a below b_a and above b_n.
 
-    A pushed anomaly can sit at l = −5 (BGAD) or −2000 (the naive push); an axis that reaches
-    it squeezes the normals, b_n and b_a into one bar. The eye needs the boundary region;
-    the far tail stays counted, clipped into the first bar (which
-    :func:`bgad_lite.plots.plot_fiber_histogram` labels). No cut when nothing lies above it.
+    A pushed anomaly can sit at l = −5 (BGAD) or −2000 (the naive push, whose unbounded
+    push also throws some fibers far *above* the normals); an axis that reaches them
+    squeezes the normals, b_n and b_a into one bar. The eye needs the boundary region; the
+    far tails stay counted, clipped into the edge bars (which
+    :func:`bgad_lite.plots.plot_fiber_histogram` labels). An end is not cut when nothing
+    would be left between it and the other end.
     """
     lo, hi = l_range(groups)
-    cut = b_a - margins_below * (b_n - b_a)
-    return (max(lo, cut), hi) if cut < hi else (lo, hi)
+    tau = b_n - b_a
+    lo_cut, hi_cut = max(lo, b_a - margins * tau), min(hi, b_n + margins * tau)
+    return (lo_cut if lo_cut < hi else lo), (hi_cut if hi_cut > lo else hi)
 
 
 # ---------------------------------------------------------------------------

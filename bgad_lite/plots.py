@@ -110,7 +110,7 @@ def plot_fiber_histogram(ax, l_by_group: dict[str, np.ndarray], b_n: float | Non
     :func:`bgad_lite.margins.fiber_l_by_group`) or "anomalous"; an empty group draws nothing.
     ``bins`` bars on ``xlim`` (default :func:`bgad_lite.margins.l_range` of the groups and
     ``l_train``); values outside are clipped into the first or last bar, so the far tail of
-    pushed anomalies stays counted, and the first bar then says how many it holds.
+    pushed anomalies stays counted, and the edge bars then say how many they hold.
     ``l_train``: the training normals, as an outline.
     """
     if xlim is None:
@@ -127,9 +127,13 @@ def plot_fiber_histogram(ax, l_by_group: dict[str, np.ndarray], b_n: float | Non
         ax.axvline(b_n, color=COLORS[NORMAL], ls="--", lw=1.3, label=f"$b_n$ = {b_n:.3f}")
         ax.axvline(b_a, color=COLORS["anomalous"], ls="--", lw=1.3, label=f"$b_a$ = {b_a:.3f}")
     below = sum(int((np.asarray(v) < xlim[0]).sum()) for v in l_by_group.values())
+    above = sum(int((np.asarray(v) > xlim[1]).sum()) for v in l_by_group.values())
     if below:
-        ax.text(0.02, 0.5, f"first bar: {below} fiber{'s' * (below != 1)}\nwith l < {xlim[0]:.2f}",
+        ax.text(0.02, 0.3, f"first bar: {below} fiber{'s' * (below != 1)}\nwith l < {xlim[0]:.2f}",
                 transform=ax.transAxes, fontsize=6, va="center")
+    if above:
+        ax.text(0.98, 0.97, f"last bar: {above} fiber{'s' * (above != 1)}\nwith l > {xlim[1]:.2f}",
+                transform=ax.transAxes, fontsize=6, va="top", ha="right")
     ax.set_xlim(*xlim)
     ax.set_xlabel("l = log p / N  (right: more normal)")
     ax.set_ylabel("density")

@@ -87,15 +87,16 @@ def test_l_range_shows_every_group():
     assert hi == pytest.approx(np.percentile(normal, 99.9) + pad, abs=1e-6)
 
 
-def test_boundary_range_cuts_the_far_tail_at_four_margins_below_b_a():
-    normal, pushed = np.linspace(-0.4, -0.2, 1001), np.array([-2000.0, -50.0])
+def test_boundary_range_cuts_the_far_tails_at_four_margins_from_the_boundary():
+    normal, pushed = np.linspace(-0.4, -0.2, 1001), np.array([-2000.0, -50.0, 70.0])
     lo, hi = margins.boundary_range([normal, pushed], b_n=-0.35, b_a=-0.45)  # τ = 0.1
-    assert lo == pytest.approx(-0.45 - 4 * 0.1) and hi == margins.l_range([normal, pushed])[1]
-    near = np.array([-0.5])  # everything above the cut: l_range unchanged
+    assert (lo, hi) == pytest.approx((-0.45 - 4 * 0.1, -0.35 + 4 * 0.1))
+    near = np.array([-0.5])  # everything within the cuts: l_range unchanged
     assert margins.boundary_range([normal, near], -0.35, -0.45) == margins.l_range([normal, near])
-    assert margins.boundary_range([normal, pushed], -0.35, -0.45, margins_below=1.0)[0] == pytest.approx(-0.55)
-    # every value below the cut: no cut (an axis must hold something)
-    assert margins.boundary_range([np.array([-9.0, -8.0])], -0.35, -0.45) == margins.l_range([np.array([-9.0, -8.0])])
+    assert margins.boundary_range([normal, pushed], -0.35, -0.45, margins=1.0) == pytest.approx((-0.55, -0.25))
+    # everything below the lower cut: that end is not cut (an axis must hold something)
+    far = [np.array([-9.0, -8.0])]
+    assert margins.boundary_range(far, -0.35, -0.45)[0] == margins.l_range(far)[0]
 
 
 def test_snapshots_and_epoch_xlim():

@@ -55,10 +55,10 @@ def test_values_outside_the_axis_land_in_the_edge_bars():
     heights = [p.get_height() for p in sorted(_bars(ax, plots.COLORS[SEEN]), key=lambda p: p.get_x())]
     assert heights == pytest.approx([4 / 3, 0, 4 / 3, 4 / 3])  # clipped, still counted
     texts = [t.get_text() for t in ax.texts]
-    assert texts == ["first bar: 1 fiber\nwith l < 0.00"]  # the first bar says what it holds
+    assert texts == ["first bar: 1 fiber\nwith l < 0.00", "last bar: 1 fiber\nwith l > 1.00"]  # what they hold
     ax = _ax()
-    plots.plot_fiber_histogram(ax, {SEEN: np.array([0.5, 50.0])}, xlim=(0.0, 1.0), bins=4)
-    assert not ax.texts  # nothing below the axis: no label
+    plots.plot_fiber_histogram(ax, {SEEN: np.array([0.5, 50.0, 60.0])}, xlim=(0.0, 1.0), bins=4)
+    assert [t.get_text() for t in ax.texts] == ["last bar: 2 fibers\nwith l > 1.00"]  # none below: one label
 
 
 def test_plotly_traces_bin_like_the_histogram():
