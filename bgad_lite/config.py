@@ -57,6 +57,7 @@ class BGADConfig:
     focal_weighting: bool = False
     # --- optimisation ---------------------------------------------------
     lr: float = 1e-3  # paper: 2e-4; 1e-3 trains within a CPU budget
+    lr_phase2: float | None = None  # phase 2's learning rate; None: the same as lr
     epochs_phase1: int = 20
     epochs_phase2: int = 12  # × (N_train + anomaly_repeats·N_anom) images per epoch
     batch_images: int = 32  # images per mini-batch
@@ -118,6 +119,8 @@ class BGADConfig:
             raise BGADError("epochs_phase2 and n_cutpaste must be >= 0.")
         if not self.lr > 0:
             raise BGADError(f"lr must be > 0, got {self.lr}.")
+        if self.lr_phase2 is not None and not self.lr_phase2 > 0:
+            raise BGADError(f"lr_phase2 must be > 0 or None (the same as lr), got {self.lr_phase2}.")
 
     # --- serialisation ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

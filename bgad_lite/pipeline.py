@@ -103,7 +103,8 @@ def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: 
         boundaries = level_boundaries(flows, levels, cfg)
     with torch_threads(flow_threads(cfg.device)):
         history = train_flows(flows, levels, cfg, variant, cfg.epochs_phase2, fixed_boundaries=boundaries,
-                              on_epoch_end=on_epoch_end, progress=progress, desc=f"phase 2 {variant}")
+                              on_epoch_end=on_epoch_end, progress=progress, desc=f"phase 2 {variant}",
+                              lr=cfg.lr_phase2)
     return flows, history, boundaries
 
 

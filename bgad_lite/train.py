@@ -168,7 +168,7 @@ def train_step(flow: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: 
 def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, objective: str,
                 epochs: int, warmup_epochs: int = 0, fixed_boundaries=None,
                 on_epoch_end: Callable[[int, nn.ModuleList], None] | None = None,
-                progress: bool = True, desc: str = "train") -> list[dict[str, float]]:
+                progress: bool = True, desc: str = "train", lr: float | None = None) -> list[dict[str, float]]:
     """Train ``flows`` in place; returns one dict of mean loss terms per epoch
     (``"<term>/<level>"``: ml, pull, push, loss, and b_n, b_a for "bgad").
 
@@ -176,8 +176,8 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
     For "bgad", ``cfg.boundary`` chooses b_n, b_a: "per_batch" recomputes them
     from each chunk's normal fibers (official code), "fixed" takes
     ``fixed_boundaries`` — one (b_n, b_a) per level, from :func:`level_boundaries`.
-    The learning rate warms up over ``warmup_epochs`` and then follows a cosine
-    (:func:`lr_factor`). A loss that turns non-finite stops training with a
+    The learning rate (``lr``, default ``cfg.lr``) warms up over ``warmup_epochs`` and then
+    follows a cosine (:func:`lr_factor`). A loss that turns non-finite stops training with a
     :class:`BGADError`.
     """
     if objective not in OBJECTIVES:
@@ -187,7 +187,8 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
         raise BGADError("boundary='fixed' needs fixed_boundaries from level_boundaries() after phase 1.")
     dev = cfg.device
     flows.to(dev).train()
-    opts = [torch.optim.Adam(f.parameters(), lr=cfg.lr) for f in flows]
+    base_lr = cfg.lr if lr is None else lr
+    opts = [torch.optim.Adam(f.parameters(), lr=base_lr) for f in flows]
     per_epoch = _steps_per_epoch(levels, cfg.batch_images, cfg.fiber_chunk)
     total, warmup = per_epoch * epochs, per_epoch * warmup_epochs
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * (1 + OBJECTIVES.index(objective)))
@@ -199,7 +200,7 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, 
         counts: dict[str, int] = {}
         for j, x, c, m in epoch_chunks(levels, cfg.batch_images, cfg.fiber_chunk, normal_only, gen):
             for g in opts[j].param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, total, warmup)
+                g["lr"] = base_lr * lr_factor(step, total, warmup)
             try:
                 terms = train_step(flows[j], opts[j], x.to(dev), c.to(dev), m.to(dev), objective, cfg,
                                    fixed_boundaries[j] if fixed else None)

@@ -243,3 +243,23 @@ def test_anomaly_normals_choose_which_anomaly_images_bring_normal_fibers(tiny_ro
             assert sum(int(a.sum()) for a in chunk_masks) == r * int(m.sum()), mode
     with pytest.raises(BGADError, match="anomaly_normals"):
         tiny_config(tiny_root, tmp_path, anomaly_normals="some")
+
+
+def test_lr_phase2_sets_phase_2_alone(tiny_root, tmp_path):
+    """``lr_phase2`` is the learning rate of phase 2 only: a variant trained with lr_phase2 = x from
+    given phase-1 flows equals one trained with lr = x; phase 1 (and its cache key) ignore it."""
+    import dataclasses
+
+    cfg = tiny_config(tiny_root, tmp_path, epochs_phase2=2)
+    prep = pipeline.prepare(cfg, progress=False)
+    phase1, _ = pipeline.fit_phase1_cached(prep, progress=False)
+    split = dataclasses.replace(cfg, lr_phase2=3e-3)
+    assert pipeline.phase1_checkpoint_dir(prep, split) == pipeline.phase1_checkpoint_dir(prep, cfg)
+    a, hist_a, _ = pipeline.fit_variant(prep, phase1, "bgad", split, progress=False)
+    b, hist_b, _ = pipeline.fit_variant(prep, phase1, "bgad", dataclasses.replace(cfg, lr=3e-3), progress=False)
+    c, _, _ = pipeline.fit_variant(prep, phase1, "bgad", cfg, progress=False)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and hist_a == hist_b
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # another phase-2 lr, other weights
+    with pytest.raises(BGADError, match="lr_phase2"):
+        tiny_config(tiny_root, tmp_path, lr_phase2=0.0)
