@@ -120,6 +120,7 @@ def test_presets_and_their_errors():
     assert (paper.backbone, paper.image_size, paper.n_blocks, paper.cond_dim, paper.lr) == \
         ("tf_efficientnet_b6", 256, 8, 128, 2e-4)
     assert (paper.epochs_phase1, paper.epochs_phase2) == (8, 24 * 8)  # 25 meta-epochs x 8, the first normal-only
+    assert paper.lr_phase2 is None  # the paper trains both phases at 2e-4
     assert with_preset(BGADConfig(seed=3), "default") == BGADConfig(seed=3)
     with pytest.raises(BGADError, match="unknown preset 'papr'"):
         with_preset(BGADConfig(), "papr")

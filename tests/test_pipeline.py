@@ -256,7 +256,8 @@ def test_lr_phase2_sets_phase_2_alone(tiny_root, tmp_path):
     split = dataclasses.replace(cfg, lr_phase2=3e-3)
     assert pipeline.phase1_checkpoint_dir(prep, split) == pipeline.phase1_checkpoint_dir(prep, cfg)
     a, hist_a, _ = pipeline.fit_variant(prep, phase1, "bgad", split, progress=False)
-    b, hist_b, _ = pipeline.fit_variant(prep, phase1, "bgad", dataclasses.replace(cfg, lr=3e-3), progress=False)
+    b, hist_b, _ = pipeline.fit_variant(prep, phase1, "bgad", dataclasses.replace(cfg, lr=3e-3, lr_phase2=None),
+                                        progress=False)
     c, _, _ = pipeline.fit_variant(prep, phase1, "bgad", cfg, progress=False)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa) and hist_a == hist_b
