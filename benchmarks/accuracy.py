@@ -278,9 +278,11 @@ def _settings_line(overrides: dict, defaults: dict | None = None) -> str:
     top = "the maximum of the map" if c.score_top == 0 else f"the mean of the top {100 * c.score_top:g} % of the map"
     # JSON written before anomaly_normals existed was measured with every anomaly image's normal parts
     normals = defaults.get("anomaly_normals", "all") if defaults else c.anomaly_normals
+    lr2 = (defaults.get("lr_phase2") if defaults else c.lr_phase2) or c.lr  # before lr_phase2: one lr
     text = (f"`BGADConfig()`: {c.image_size} px, {c.epochs_phase1} + {c.epochs_phase2} epochs, each anomaly image "
             f"{c.anomaly_repeats}× per phase-2 epoch (normal parts of anomaly images: `anomaly_normals=\"{normals}\"`), "
-            f"k = {c.n_anomalies}, β = {c.beta}, τ = {c.tau}, image score {top}")
+            f"Adam lr {c.lr:g}, phase 2 {lr2:g}, k = {c.n_anomalies}, β = {c.beta}, τ = {c.tau}, "
+            f"image score {top}")
     if not overrides:
         return f"Settings: the library defaults ({text})."
     return (f"Settings: the library defaults ({text}) except "

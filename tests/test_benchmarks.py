@@ -289,10 +289,12 @@ def test_settings_line_names_the_defaults_the_section_was_measured_with():
     old = BGADConfig(epochs_phase2=20, anomaly_repeats=1, score_top=0.0).to_dict()
     line = _settings_line({}, old)
     assert "20 + 20 epochs" in line and "1× per phase-2 epoch" in line and "the maximum of the map" in line
-    older = {k: v for k, v in old.items() if k != "anomaly_normals"}  # JSON from before the setting existed
+    older = {k: v for k, v in old.items() if k not in ("anomaly_normals", "lr_phase2")}  # JSON from before both
     assert 'anomaly_normals="all"' in _settings_line({}, older)
     assert 'anomaly_normals="none"' in _settings_line({}, dict(old, anomaly_normals="none"))
     now = _settings_line({"beta": 0.05})
     c = BGADConfig()
     assert f"{c.epochs_phase1} + {c.epochs_phase2} epochs" in now and now.endswith("except `beta=0.05`.")
     assert f'anomaly_normals="{c.anomaly_normals}"' in now
+    assert f"Adam lr {c.lr:g}, phase 2 {c.lr_phase2 or c.lr:g}," in now
+    assert "Adam lr 0.001, phase 2 0.001," in _settings_line({}, older)  # JSON from before lr_phase2: one lr
