@@ -319,7 +319,8 @@ class MarginExplorer(W.VBox if W is not None else object):
             title=f"{self.title}: test fibers, level {lv}"))
         frac = {g: margin_fractions(v, b_n, b_a) for g, v in groups.items()}
         self.state.update(b_n=b_n, b_a=b_a, beta=self.beta.value, tau=self.tau.value, level=lv, fiber_fractions=frac,
-                          train_below_bn=float((self.l_train[lv] < b_n).mean()))
+                          # in the dtype b_n came from (float32 logp / N), so the fiber at b_n is not "below" it
+                          train_below_bn=float((self.ev["train_logps"][lv] / self.normalizer < b_n).double().mean()))
         table = _table(["test fibers", "n", "l &lt; b<sub>a</sub>", "margin", "l &gt; b<sub>n</sub>"],
                        [[g, str(len(groups[g])), _percent(frac[g]["below_ba"]), _percent(frac[g]["margin"]),
                          _percent(frac[g]["above_bn"])] for g in GROUPS],
