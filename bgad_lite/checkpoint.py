@@ -36,7 +36,9 @@ def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, cha
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         cfg.to_json(tmp / "config.json")
-        payload = {"flows": flows.state_dict(), "channels": list(channels), "level_ref": list(level_ref),
+        # CPU copies: a checkpoint written on a GPU (Colab) loads on a machine without one
+        state = {k: v.detach().cpu() for k, v in flows.state_dict().items()}
+        payload = {"flows": state, "channels": list(channels), "level_ref": list(level_ref),
                    "boundaries": None if boundaries is None else [[float(b_n), float(b_a)] for b_n, b_a in boundaries]}
         torch.save(payload, tmp / "model.pt")
         if path.exists():
@@ -65,7 +67,7 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
             lines = ", ".join(f"{k}: saved {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
             raise BGADError(f"checkpoint {path} was built with other settings ({lines}). "
                             "Use the saved config (returned by load_checkpoint) or retrain.")
-    payload = torch.load(path / "model.pt", weights_only=True)
+    payload = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     if saved.standardize and not any(k.endswith(".std") for k in payload["flows"]):
         # written by v0.1, before flows were standardised (its config.json has no such key)
         saved = dataclasses.replace(saved, standardize=False)

@@ -109,8 +109,16 @@ def flow_threads(device: str) -> int:
 def parallel_workers(device: str, n_jobs: int) -> int:
     """How many processes train ``n_jobs`` independent flow variants: on a Linux CPU one per
     variant (each single-threaded), capped by the cores; elsewhere 1 (a GPU runs them one
-    after another; fork is only safe on Linux)."""
-    if device != "cpu" or not sys.platform.startswith("linux"):
+    after another; fork is only safe on Linux).
+
+    Also 1 on a CPU run where torch sees a GPU: the first backward pass starts autograd's
+    GPU threads even when every tensor is on the CPU, and a process forked after that fails
+    at its first backward ("Unable to handle autograd's threading in combination with
+    fork-based multiprocessing") — seen on an H200 machine with ``device="cpu"``.
+    """
+    import torch
+
+    if device != "cpu" or not sys.platform.startswith("linux") or torch.cuda.is_available():
         return 1
     return max(1, min(n_jobs, os.cpu_count() or 1))
 

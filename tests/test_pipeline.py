@@ -14,13 +14,6 @@ from bgad_lite.textures import DEFECT_TYPES, make_texture_dataset
 from bgad_lite.train import make_flows, make_levels, train_flows
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_texture_dataset(root, "brick", seed=3, n_train=8, n_test_good=4, n_per_type=3, size=64)
-    return root
-
-
 def tiny_config(root, tmp_path, **kw):
     base = dict(data_dir=str(root), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
                 epochs_phase1=2, epochs_phase2=1, n_blocks=2, cond_dim=16, batch_images=8, fiber_chunk=512,

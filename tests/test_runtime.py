@@ -88,11 +88,21 @@ def test_torch_threads_restores():
 def test_parallel_workers():
     assert runtime.parallel_workers("cuda", 3) == 1
     n = runtime.parallel_workers("cpu", 3)
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and not torch.cuda.is_available():
         assert n == max(1, min(3, os.cpu_count() or 1))
     else:
         assert n == 1
     assert runtime.parallel_workers("cpu", 1) == 1
+
+
+def test_no_forked_workers_where_torch_sees_a_gpu(monkeypatch):
+    # after a backward pass on such a machine a forked process cannot run autograd
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.parallel_workers("cpu", 3) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.parallel_workers("cpu", 3) == 1
 
 
 def test_atomic_write(tmp_path):
