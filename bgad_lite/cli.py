@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = config_from_args(args)
+        if args.device is None and cfg.device == "cpu":
+            import torch
+
+            if torch.cuda.is_available():
+                print("bgad-lite: note: torch sees a CUDA GPU, but this run uses the CPU (the default, which gives "
+                      "the README's numbers); --device cuda (or auto) trains on the GPU.", file=sys.stderr)
         from .pipeline import results_table, run
 
         summary = run(cfg, progress=not args.quiet)

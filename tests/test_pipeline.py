@@ -92,6 +92,18 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert err.startswith("bgad-lite: error:") and "nowhere" in err and "Traceback" not in err
 
 
+def test_cli_says_when_a_gpu_sits_unused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["run", "--data", str(tmp_path / "nowhere"), "--category", "x", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees a CUDA GPU" in err and "--device cuda" in err and "nowhere" in err
+    main(["run", "--data", str(tmp_path / "nowhere"), "--category", "x", "--quiet", "--device", "cpu"])
+    assert "CUDA GPU" not in capsys.readouterr().err  # asked for the CPU: no note
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    main(["run", "--data", str(tmp_path / "nowhere"), "--category", "x", "--quiet"])
+    assert "CUDA GPU" not in capsys.readouterr().err
+
+
 def test_single_type_category_needs_explicit_seen_types(tmp_path):
     root = tmp_path / "d"
     make_texture_dataset(root, "gravel", seed=0, n_train=4, n_test_good=2, n_per_type=2, size=64)
