@@ -30,7 +30,8 @@ from .evaluate import evaluate, model_logps
 from .features import fingerprint
 from .gaussian import GaussianModel
 from .prepare import Prepared, prepare
-from .runtime import atomic_write_text, flow_threads, parallel_workers, seed_everything, torch_threads, with_device
+from .runtime import (atomic_write_text, flow_threads, fork_is_safe, parallel_workers, seed_everything, torch_threads,
+                      with_device)
 from .scoring import level_logps, normalisation_stats
 from .train import level_boundaries, make_flows, set_input_statistics, train_flows
 
@@ -130,6 +131,10 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     cfg = with_device(cfg or prep.cfg)
     variants = list(variants)
     workers = parallel_workers(cfg.device, len(variants)) if workers is None else workers
+    if workers > 1 and len(variants) > 1 and not fork_is_safe():
+        log.warning("phase 2: %d worker processes asked for, but forked workers cannot train here (a GPU is "
+                    "visible, or not Linux); training the variants one after another", workers)
+        workers = 1
     if workers <= 1 or len(variants) <= 1:
         return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
     import multiprocessing

@@ -116,11 +116,17 @@ def parallel_workers(device: str, n_jobs: int) -> int:
     at its first backward ("Unable to handle autograd's threading in combination with
     fork-based multiprocessing") — seen on an H200 machine with ``device="cpu"``.
     """
-    import torch
-
-    if device != "cpu" or not sys.platform.startswith("linux") or torch.cuda.is_available():
+    if device != "cpu" or not fork_is_safe():
         return 1
     return max(1, min(n_jobs, os.cpu_count() or 1))
+
+
+def fork_is_safe() -> bool:
+    """Whether worker processes forked from this one can train flows: on Linux, where torch
+    sees no GPU (see :func:`parallel_workers`)."""
+    import torch
+
+    return sys.platform.startswith("linux") and not torch.cuda.is_available()
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:

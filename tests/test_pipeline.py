@@ -183,6 +183,20 @@ def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
     assert moved and not torch.equal(seq["bgad"][0].state_dict()[moved[0]], seq["naive_push"][0].state_dict()[moved[0]])
 
 
+def test_no_forked_workers_where_a_gpu_is_visible(tiny_root, tmp_path, monkeypatch, caplog):
+    # after a backward pass there, forked processes cannot run autograd: asked-for workers fall back to one
+    cfg = tiny_config(tiny_root, tmp_path)
+    prep = pipeline.prepare(cfg, progress=False)
+    phase1, _ = pipeline.fit_phase1(prep, progress=False)
+    monkeypatch.setattr(pipeline, "fork_is_safe", lambda: False)  # as where torch sees a GPU (test_runtime)
+    forks = []
+    monkeypatch.setattr("multiprocessing.get_context", lambda *a, **k: forks.append(a) or None)
+    with caplog.at_level("WARNING", logger="bgad_lite.pipeline"):
+        out = pipeline.fit_variants(prep, phase1, ["bgad", "naive_push"], progress=False, workers=2)
+    assert not forks and list(out) == ["bgad", "naive_push"]
+    assert "one after another" in caplog.text
+
+
 @pytest.mark.parametrize("label_rule", ["keep", "ignore"])
 def test_anomaly_repeats_list_every_anomaly_image_r_times(tiny_root, tmp_path, label_rule):
     """Phase 2 sees N_train normals, then r copies of the N_anom anomaly images, each copy with

@@ -101,8 +101,9 @@ def test_no_forked_workers_where_torch_sees_a_gpu(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert runtime.parallel_workers("cpu", 3) == 3
+    assert runtime.fork_is_safe()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert runtime.parallel_workers("cpu", 3) == 1
+    assert runtime.parallel_workers("cpu", 3) == 1 and not runtime.fork_is_safe()
 
 
 def test_atomic_write(tmp_path):
