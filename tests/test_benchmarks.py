@@ -298,3 +298,16 @@ def test_settings_line_names_the_defaults_the_section_was_measured_with():
     assert f'anomaly_normals="{c.anomaly_normals}"' in now
     assert f"Adam lr {c.lr:g}, phase 2 {c.lr_phase2 or c.lr:g}," in now
     assert "Adam lr 0.001, phase 2 0.001," in _settings_line({}, older)  # JSON from before lr_phase2: one lr
+
+
+def test_sensitivity_settings_line_is_not_read_from_the_sweep_centre():
+    # the sensitivity JSON's "defaults" are β, τ, k of the sweep; the line must still give today's phase-2 lr
+    from bgad_lite import BGADConfig
+    from benchmarks.accuracy import render_sensitivity
+
+    machine = {"date": "2026-11-30T00:00:00", "processor": "x86_64", "cpu_model": "cpu", "cpu_count": 2,
+               "python": "3.11", "torch": "2.14", "omp_wait_policy": "PASSIVE", "torch_threads": "1"}
+    data = {"machine": machine, "seed": 0, "overrides": {}, "points": [],
+            "defaults": {"beta": 0.01, "tau": 0.1, "n_anomalies": 10}, "unsupervised": None}
+    text = render_sensitivity(data)
+    assert f"phase 2 {BGADConfig().lr_phase2:g}," in text
