@@ -479,8 +479,8 @@ def render_sensitivity(data: dict) -> str:
     out = [stamp_line(data["machine"]), "",
            f"bgad on grass, seed {data['seed']}, one shared phase-1 model; one parameter varied at a time, the "
            f"others at their defaults ({', '.join(f'{SENS_LABEL[k].split()[0]} = {v}' for k, v in data['defaults'].items())}). "
-           # data["defaults"] here are the sweep's centre values (β, τ, k), not library defaults
-           + _settings_line(data["overrides"], data.get("library_defaults")) + " One seed: differences below about 0.02 are within seed-to-seed "
+           # data["defaults"] here are the sweep's centre values (β, τ, k), not library defaults: today's apply
+           + _settings_line(data["overrides"]) + " One seed: differences below about 0.02 are within seed-to-seed "
            "noise (see the std in the accuracy table). k changes the labelled anomalies and therefore the test set "
            "(the labelled images leave it).", ""]
     rows = []
