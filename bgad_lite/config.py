@@ -33,11 +33,11 @@ class BGADConfig:
     image_size: int = 128  # images are resized to image_size x image_size
     n_anomalies: int = 10  # k labelled anomalies, drawn from the seen types only
     seen_types: tuple[str, ...] | None = None  # None: first half of the sorted types
-    n_cutpaste: int = 60  # RandAugmented CutPaste images added for phase 2
+    n_cutpaste: int = 120  # RandAugmented CutPaste images added for phase 2
     label_fraction: float = 0.5  # a fiber is anomalous when ≥ this fraction of its cell is defect
     label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
     flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
-    anomaly_repeats: int = 3  # each training anomaly image appears this many times per phase-2 epoch
+    anomaly_repeats: int = 2  # each training anomaly image appears this many times per phase-2 epoch
     anomaly_normals: str = "all"  # normal parts phase 2 fits: of "all" anomaly images (official), "real", "none"
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
