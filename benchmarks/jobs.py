@@ -151,7 +151,7 @@ def _variant_job(job: dict) -> dict:
     rates, p1_cached, t_p1, history = None, None, 0.0, []
     t = time.perf_counter()
     if job["variant"] == "gaussian":  # the reference needs no phase 1
-        model = GaussianModel.fit(prep.train_features)
+        model = GaussianModel.fit(prep.raw_features("train"))
     else:
         p1_cached = pipeline.phase1_is_cached(prep)
         phase1, _ = pipeline.fit_phase1_cached(prep, progress=False)

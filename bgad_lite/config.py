@@ -48,6 +48,7 @@ class BGADConfig:
     cond_dim: int = 64  # P, positional-encoding channels (paper: 128)
     clamp: float = 1.9  # affine_clamping
     standardize: bool = True  # standardise each channel (training-normal μ, σ) before the flow
+    align_positions: bool = False  # map each position's Gaussian onto the pooled one first (align.py)
     # --- boundary and loss ----------------------------------------------
     beta: float = 0.01  # β: b_n is the β-quantile of normal logp / N
     tau: float = 0.1  # τ: margin, b_a = b_n - τ

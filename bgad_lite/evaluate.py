@@ -37,15 +37,19 @@ def model_logps(model, features: list[torch.Tensor], cfg: BGADConfig) -> list[to
 
 def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     """Score the test set with flows (or the Gaussian reference); metrics on all / seen /
-    unseen and per defect type.
+    unseen and per defect type. A :class:`GaussianModel` is scored on the backbone's features
+    (``prep.raw_features``): fit it on ``prep.raw_features("train")``.
 
     Returns {"metrics": {...}, "maps": (N, S, S), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
     "train_logps": [...], "level_ref": [m_j(h, w)]}.
     """
     cfg = with_device(cfg or prep.cfg)
-    train_logps = model_logps(model, prep.train_features, cfg)
+    gaussian = isinstance(model, GaussianModel)  # the reference sees the backbone's features, never aligned ones
+    train = prep.raw_features("train") if gaussian else prep.train_features
+    test = prep.raw_features("test") if gaussian else prep.test_features
+    train_logps = model_logps(model, train, cfg)
     level_ref = normalisation_stats(train_logps)
-    test_logps = model_logps(model, prep.test_features, cfg)
+    test_logps = model_logps(model, test, cfg)
     maps = anomaly_maps(test_logps, cfg.image_size, level_ref if cfg.score_norm == "train" else None)
     scores = image_scores(maps, cfg.score_top)
     groups = image_groups(prep)  # (N_test,) normal / seen / unseen

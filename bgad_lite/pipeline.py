@@ -185,7 +185,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     for variant in cfg.variants:
         t = time.perf_counter()
         if variant == "gaussian":  # the reference: nothing to train, nothing to checkpoint
-            model = GaussianModel.fit(prep.train_features)
+            model = GaussianModel.fit(prep.raw_features("train"))
             timings["fit_gaussian"] = time.perf_counter() - t
         else:
             model, hist, boundaries = trained[variant]
@@ -214,6 +214,8 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
         "history": histories,
         "diagnostics": diag,
     }
+    if prep.alignment is not None:  # how far each level's positions were moved onto the pool (align.py)
+        summary["data"]["align_alpha"] = [round(a.alpha, 4) for a in prep.alignment]
     out.mkdir(parents=True, exist_ok=True)
     plots.save_run_figures(out / "figures", prep, evals, cfg, histories, diag)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))

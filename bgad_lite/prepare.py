@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import align
 from .augment import synthesise_anomalies
 from .config import BGADConfig
 from .data import Category, load_category, with_groups
@@ -58,10 +59,18 @@ class Prepared:
     test_masks: np.ndarray  # (N_test, S, S) bool
     test_labels: np.ndarray  # (N_test,) 1 = anomalous
     test_types: np.ndarray  # (N_test,) defect type, "good" for normal
-    train_features: list[torch.Tensor]  # J x (n_train, C_j, H_j, W_j)
+    train_features: list[torch.Tensor]  # J x (n_train, C_j, H_j, W_j), what the flows see
     anomaly_features: list[torch.Tensor]  # J x (n_anom, C_j, H_j, W_j)
     test_features: list[torch.Tensor]  # J x (n_test, C_j, H_j, W_j)
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: the backbone's own features ("train", "anomaly", "test"), which the Gaussian reference uses;
+    #: empty when they are the ones above (``cfg.align_positions`` off)
+    backbone_features: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    alignment: list | None = None  # J x align.LevelAlignment when cfg.align_positions
+
+    def raw_features(self, part: str) -> list[torch.Tensor]:
+        """The backbone's features of ``part`` ("train", "anomaly" or "test"), before any alignment."""
+        return self.backbone_features.get(part) or getattr(self, f"{part}_features")
 
     @property
     def channels(self) -> list[int]:
@@ -149,10 +158,19 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
         key = fingerprint(*tag, images)
         feats[part] = cached_features(backbone, images, cfg.cache_dir, key, device=device, progress=progress)
     t2 = time.perf_counter()
+    backbone_features, alignment = {}, None
+    timings = {"data": t1 - t0, "features": t2 - t1}
+    if cfg.align_positions:  # the flows see aligned features; the Gaussian reference keeps the backbone's
+        alignment = align.fit(feats["train"])
+        backbone_features = dict(feats)
+        feats = {part: align.apply(alignment, f) for part, f in feats.items()}
+        timings["align"] = time.perf_counter() - t2
+        log.info("aligned positions: alpha per level %s", [round(a.alpha, 3) for a in alignment])
     log.info("prepared %s: %d train, %d anomaly (%d labelled), %d test images", name, len(train_images),
              len(anomaly_images), len(lab_images), len(test_images))
     return Prepared(cfg, category, split, train_images, anomaly_images, anomaly_masks, kinds, test_images,
                     test_masks, test_labels, test_types, feats["train"], feats["anomaly"], feats["test"],
-                    timings_s={"data": t1 - t0, "features": t2 - t1})
+                    timings_s=timings,
+                    backbone_features=backbone_features, alignment=alignment)
 
 
