@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import BGADError
-from .gaussian import ledoit_wolf
+from .gaussian import centred_sets, fibers_by_position, ledoit_wolf
 
 
 @dataclass
@@ -61,13 +61,8 @@ def pooled_shrinkage(x: torch.Tensor) -> tuple[float, torch.Tensor]:
     Σ̄ is the mean of the B matrices s. Σ_k (w_kij − w̄_ij)² = Σ_k x_ki²·x_kj² − n·w̄_ij² keeps the
     memory at (B, C, C).
     """
-    if x.dim() != 3:
-        raise BGADError(f"pooled_shrinkage expects (sets, samples, channels), got shape {tuple(x.shape)}.")
-    b, n, c = x.shape
-    if n < 2:
-        raise BGADError(f"aligning positions needs at least 2 training images, got {n}.")
-    x = x.double()
-    xc = x - x.mean(1, keepdim=True)  # (B, n, C)
+    xc = centred_sets(x, "pooled_shrinkage")  # (B, n, C)
+    b, n, c = xc.shape
     s = xc.transpose(1, 2) @ xc / (n - 1)  # (B, C, C)
     pooled = s.mean(0)  # (C, C)
     sq = xc ** 2
@@ -109,10 +104,7 @@ def fit_level(features: torch.Tensor, alpha: float | None = None) -> LevelAlignm
 def apply_level(level: LevelAlignment, features: torch.Tensor) -> torch.Tensor:
     """x' = A(h, w)·(x − μ̃(h, w)) + μ̄ for every fiber: (N, C, H, W) -> (N, C, H, W) float32."""
     n, c, h, w = features.shape
-    if (h, w) != (level.height, level.width) or c != level.mean.shape[0]:
-        raise BGADError(f"features of shape (C, H, W) = {(c, h, w)} do not match the alignment fitted on "
-                        f"{(level.mean.shape[0], level.height, level.width)}.")
-    x = features.double().permute(2, 3, 1, 0).reshape(h * w, c, n)  # (H·W, C, N)
+    x = fibers_by_position(features, level.mean.shape[0], level.height, level.width)  # (H·W, C, N)
     y = level.matrix @ (x - level.center[:, :, None]) + level.mean[None, :, None]  # (H·W, C, N)
     return y.reshape(h, w, c, n).permute(3, 2, 0, 1).float().contiguous()  # -> (N, C, H, W)
 

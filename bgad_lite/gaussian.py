@@ -29,6 +29,17 @@ import torch
 from .config import BGADError
 
 
+def centred_sets(x: torch.Tensor, who: str) -> torch.Tensor:
+    """B sets of n samples of C features, x (B, n, C), centred on each set's mean, as float64."""
+    if x.dim() != 3:
+        raise BGADError(f"{who} expects (sets, samples, channels), got shape {tuple(x.shape)}.")
+    if x.shape[1] < 2:
+        raise BGADError(f"a covariance needs at least 2 samples per position (2 training images), "
+                        f"got {x.shape[1]}.")
+    x = x.double()
+    return x - x.mean(1, keepdim=True)
+
+
 def ledoit_wolf(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ledoit–Wolf shrunk covariance of B independent sample sets.
 
@@ -38,13 +49,8 @@ def ledoit_wolf(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
         μ = tr S / C,   δ̂ = ‖S − μI‖²_F / C,   β̂ = (1 / (n²·C)) Σ_k ‖x_k x_kᵀ − S‖²_F .
     """
-    if x.dim() != 3:
-        raise BGADError(f"ledoit_wolf expects (sets, samples, channels), got shape {tuple(x.shape)}.")
+    x = centred_sets(x, "ledoit_wolf")  # (B, n, C)
     b, n, c = x.shape
-    if n < 2:
-        raise BGADError(f"a covariance needs at least 2 samples per position, got {n} training images.")
-    x = x.double()
-    x = x - x.mean(1, keepdim=True)  # (B, n, C) centred
     s = x.transpose(1, 2) @ x / n  # (B, C, C)
     mu = s.diagonal(dim1=1, dim2=2).sum(1) / c  # (B,)
     eye = torch.eye(c, dtype=s.dtype)
@@ -78,13 +84,20 @@ def fit_level(features: torch.Tensor) -> GaussianLevel:
     return GaussianLevel(x.mean(1), chol, logdet, h, w)
 
 
+def fibers_by_position(features: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """(N, C, H, W) -> (H·W, C, N) float64: the N fibers of each position as columns, once (C, H, W)
+    is checked against the (channels, height, width) a per-position model was fitted on."""
+    n, c, h, w = features.shape
+    if (c, h, w) != (channels, height, width):
+        raise BGADError(f"features of shape (C, H, W) = {(c, h, w)} do not match the fitted "
+                        f"{(channels, height, width)}; fit on the same backbone and size.")
+    return features.double().permute(2, 3, 1, 0).reshape(h * w, c, n)  # (N, C, H, W) -> (H·W, C, N)
+
+
 def level_logp(level: GaussianLevel, features: torch.Tensor) -> torch.Tensor:
     """Per-dimension Gaussian log-likelihood of every fiber: (N, C, H, W) -> (N, H, W)."""
     n, c, h, w = features.shape
-    if (h, w) != (level.height, level.width) or c != level.mean.shape[1]:
-        raise BGADError(f"features of shape (C, H, W) = {(c, h, w)} do not match the fitted "
-                        f"{(level.mean.shape[1], level.height, level.width)}; fit on the same backbone and size.")
-    x = features.double().permute(2, 3, 1, 0).reshape(h * w, c, n)  # (H·W, C, N)
+    x = fibers_by_position(features, level.mean.shape[1], level.height, level.width)  # (H·W, C, N)
     diff = x - level.mean[:, :, None]  # (H·W, C, N)
     y = torch.linalg.solve_triangular(level.chol, diff, upper=False)  # L⁻¹(x − μ), (H·W, C, N)
     d2 = (y ** 2).sum(1)  # (H·W, N) squared Mahalanobis distance

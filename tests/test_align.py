@@ -81,7 +81,7 @@ def test_bad_input_is_named():
         align.apply_level(level, torch.randn(1, 3, 3, 3))
     with pytest.raises(BGADError, match="alpha must lie"):
         align.fit_level(torch.randn(10, 3, 2, 2), alpha=1.5)
-    with pytest.raises(BGADError, match="at least 2 training images"):
+    with pytest.raises(BGADError, match="2 training images"):
         align.fit_level(torch.randn(1, 3, 2, 2))
     with pytest.raises(BGADError, match="feature levels"):
         align.apply([level], [torch.randn(1, 3, 2, 2)] * 2)
