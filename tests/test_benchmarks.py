@@ -311,3 +311,38 @@ def test_sensitivity_settings_line_is_not_read_from_the_sweep_centre():
             "defaults": {"beta": 0.01, "tau": 0.1, "n_anomalies": 10}, "unsupervised": None}
     text = render_sensitivity(data)
     assert f"phase 2 {BGADConfig().lr_phase2:g}," in text
+
+
+def test_options_compares_paired_seeds_by_hand():
+    from benchmarks.options import compare_runs, render
+
+    def run(ds, seed, v, all_, aupro, seen=None):
+        m = {"all": {"image_auroc": all_, "aupro": aupro}}
+        if seen is not None:
+            m["seen"] = {"image_auroc": seen, "aupro": aupro}
+        return {"dataset": ds, "seed": seed, "variant": v, "metrics": m}
+
+    base = [run("grass", 0, "bgad", 0.80, 0.60, 0.90), run("grass", 1, "bgad", 0.90, 0.70, 0.80),
+            run("grass", 2, "bgad", 0.10, 0.10, 0.10)]  # seed 2 has no new run: left out of both means
+    new = [run("grass", 0, "bgad", 0.85, 0.50, 0.95), run("grass", 1, "bgad", 0.95, 0.60),
+           run("gravel", 0, "bgad", 0.5, 0.5)]  # gravel has no base run: a row without numbers
+    rows = compare_runs(base, new)
+    grass = rows[0]
+    assert grass["seeds"] == [0, 1]
+    assert grass["all/image_auroc"] == pytest.approx((0.85, 0.90, 0.05))
+    assert grass["all/aupro"] == pytest.approx((0.65, 0.55, -0.10))
+    assert grass["seen/image_auroc"] == pytest.approx((0.90, 0.95, 0.05))  # only seed 0 has "seen" in both
+    assert "unseen/image_auroc" not in grass
+    assert rows[1]["seeds"] == [] and "all/image_auroc" not in rows[1]
+    table = render(rows)
+    assert "0.850 → 0.900 (+0.050)" in table and "0.650 → 0.550 (-0.100)" in table and "—" in table
+
+
+def test_options_reject_a_bad_override_with_a_clear_message(capsys):
+    from benchmarks.options import main, parse_overrides
+
+    assert parse_overrides('{"align_positions": true}') == {"align_positions": True}
+    for bad, says in (('{"align_position": true}', "unknown config keys"), ("align_positions", "JSON object"),
+                      ("{}", "non-empty"), ('{"beta": 2}', "beta must lie")):
+        assert main([bad]) == 2
+        assert says in capsys.readouterr().err
