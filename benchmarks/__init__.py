@@ -10,6 +10,9 @@ Sections (each one module):
 - ``aupro``       the exact vectorised AUPRO vs an official-style 1000-threshold loop;
 - ``scaling``     time and memory as training images and image size grow.
 
+``python -m benchmarks.options '{"align_positions": true}'`` measures one setting against the
+defaults' runs in ``benchmarks/results`` (unsupervised and bgad, every data set and seed).
+
 Every number in ``benchmarks/RESULTS.md`` is measured by the run that wrote it;
 each table carries the date and the machine.
 """
