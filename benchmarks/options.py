@@ -1,8 +1,8 @@
 """One setting against the defaults: ``python -m benchmarks.options '{"align_positions": true}'``.
 
 Trains ``unsupervised`` and ``bgad`` with the override on every data set and seed of the
-accuracy benchmarks (bsdata at its benchmark size, when the fixture is there), two jobs at a
-time, and prints their image AUROC (all / seen / unseen) and AUPRO beside the defaults' runs
+accuracy benchmarks (bsdata at its benchmark size, when the fixture is there), on the benchmarks'
+job runner (phase 1 once per data set and seed, two jobs at a time), and prints their image AUROC (all / seen / unseen) and AUPRO beside the defaults' runs
 read from ``benchmarks/results/{accuracy,bsdata}.json`` — the means over the seeds both have,
 and the change. It writes ``benchmarks/results/options/<name>.json``. This is how the "Tried,
 not kept" measurements of the README are made; it does not touch ``RESULTS.md``.
@@ -94,27 +94,33 @@ def main(argv=None) -> int:
     except BGADError as e:
         print(f"benchmarks.options: error: {e}", file=sys.stderr)
         return 2
-    import multiprocessing as mp
+    from . import accuracy as acc
+    from .jobs import BSDATA_ROOT, JobRunner
 
-    from .accuracy import BSDATA_IMAGE_SIZE
-    from .jobs import BSDATA_ROOT, init_worker, run_job
+    from bgad_lite.prepare import default_data_root
+    from bgad_lite.textures import make_texture_dataset
 
     datasets = [d for d in args.datasets.split(",") if d != "bsdata" or BSDATA_ROOT.is_dir()]
+    for tex in (d for d in datasets if d != "bsdata"):
+        make_texture_dataset(default_data_root(), tex, seed=0, progress=False)  # before the workers race for it
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [{"kind": "variant", "dataset": ds, "seed": seed, "variant": v, "cache_dir": str(Path(args.cache).resolve()),
-             "overrides": {**({"image_size": BSDATA_IMAGE_SIZE} if ds == "bsdata" else {}), **overrides}}
-            for seed in seeds for ds in datasets for v in VARIANTS]
+    cache = str(Path(args.cache).resolve())
+    size = lambda ds: {"image_size": acc.BSDATA_IMAGE_SIZE} if ds == "bsdata" else {}  # noqa: E731
     t0 = time.perf_counter()
+    runner = JobRunner(2)
+    for seed in seeds:  # phase 1 once per (data set, seed), then the two variants from it
+        for ds in datasets:
+            ov = {**size(ds), **overrides}
+            acc.add_model_jobs(runner, ds, seed, [(v, ov) for v in VARIANTS], ov, cache)
+    runner.run()
     runs = []
-    with mp.get_context("spawn").Pool(2, initializer=init_worker) as pool:
-        for job, out in zip(jobs, pool.imap(run_job, jobs)):
-            if "error" in out:
-                print(f"{job['dataset']} seed {job['seed']} {job['variant']}: {out['error']}", file=sys.stderr)
-                continue
-            runs.append({k: job[k] for k in ("dataset", "seed", "variant")} | {"metrics": out["metrics"],
-                                                                                 "rates": out.get("rates")})
-            print(f"[{time.perf_counter() - t0:6.0f} s] {job['dataset']} seed {job['seed']} {job['variant']}: "
-                  f"image AUROC {out['metrics']['all']['image_auroc']:.3f}", flush=True)
+    for seed in seeds:
+        for ds in datasets:
+            for v in VARIANTS:
+                out = runner.result(acc.variant_job(ds, seed, v, {**size(ds), **overrides}, cache))
+                if out is not None and "error" not in out:
+                    runs.append({"dataset": ds, "seed": seed, "variant": v, "metrics": out["metrics"],
+                                 "rates": out.get("rates")})
     base = []
     for name in ("accuracy", "bsdata"):
         path = DEFAULT_OUT / f"{name}.json"

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import BGADError
-from .gaussian import centred_sets, fibers_by_position, ledoit_wolf
+from .gaussian import centred_sets, fibers_by_position, ledoit_wolf, samples_by_position
 
 
 @dataclass
@@ -79,7 +79,7 @@ def fit_level(features: torch.Tensor, alpha: float | None = None) -> LevelAlignm
     ``alpha``: None estimates it (:func:`pooled_shrinkage`); a number in [0, 1] imposes it.
     """
     n, c, h, w = features.shape
-    x = features.double().permute(2, 3, 0, 1).reshape(h * w, n, c)  # (N, C, H, W) -> (H·W, N, C)
+    x = samples_by_position(features)  # (N, C, H, W) -> (H·W, N, C)
     a_hat, pooled = pooled_shrinkage(x)
     if alpha is None:
         alpha = a_hat

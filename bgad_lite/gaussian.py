@@ -77,11 +77,17 @@ class GaussianLevel:
 def fit_level(features: torch.Tensor) -> GaussianLevel:
     """A Gaussian at every position of one level: features (N, C, H, W) of normal images."""
     n, c, h, w = features.shape
-    x = features.double().permute(2, 3, 0, 1).reshape(h * w, n, c)  # (N, C, H, W) -> (H·W, N, C)
+    x = samples_by_position(features)  # (H·W, N, C)
     sigma, _ = ledoit_wolf(x)
     chol = torch.linalg.cholesky(sigma)  # (H·W, C, C)
     logdet = 2 * chol.diagonal(dim1=1, dim2=2).log().sum(1)  # (H·W,)
     return GaussianLevel(x.mean(1), chol, logdet, h, w)
+
+
+def samples_by_position(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (H·W, N, C) float64: the N training fibers of each position, a sample set each."""
+    n, c, h, w = features.shape
+    return features.double().permute(2, 3, 0, 1).reshape(h * w, n, c)
 
 
 def fibers_by_position(features: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
