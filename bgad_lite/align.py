@@ -25,6 +25,12 @@ around the pooled one. Where positions look alike (a texture) the spread is
 mostly noise, α is near 1 and the map is nearly the identity (exactly at α = 1);
 where they differ (the ball screw: α ≈ 0.06) each position is moved onto the pool.
 
+Which levels are aligned (``cfg.align_positions``): ``"auto"`` (the default) aligns a
+level when α < 1/2 (:data:`AUTO_BELOW`), i.e. when the per-position estimate outweighs
+the pooled one because its positions differ by more than sampling noise explains; the
+textures (α 0.7–0.9) stay as they are, the ball screw (α ≈ 0.06) is aligned. ``"on"``
+aligns every level, ``"off"`` none.
+
 The flow then models the aligned fiber: its logp is the density of x', which is
 the density of the raw fiber plus the constant log|det A(h, w)| of the position.
 A constant per position drops out of the score (``scoring``: m_j(h, w) is a
@@ -40,17 +46,23 @@ import torch
 from .config import BGADError
 from .gaussian import centred_sets, fibers_by_position, ledoit_wolf, samples_by_position
 
+#: ``"auto"`` aligns a level whose shrinkage intensity α is below this: the per-position
+#: estimates then carry more weight than the pooled one.
+AUTO_BELOW = 0.5
+
 
 @dataclass
 class LevelAlignment:
-    """The affine map of one level, x' = A(h, w)·(x − μ̃(h, w)) + μ̄, at every position."""
+    """The affine map of one level, x' = A(h, w)·(x − μ̃(h, w)) + μ̄, at every position
+    (``active`` False: the level is left as it is, only its α is kept)."""
 
-    center: torch.Tensor  # (H·W, C) μ̃(h, w)
-    matrix: torch.Tensor  # (H·W, C, C) A(h, w)
+    center: torch.Tensor | None  # (H·W, C) μ̃(h, w)
+    matrix: torch.Tensor | None  # (H·W, C, C) A(h, w)
     mean: torch.Tensor  # (C,) μ̄
     alpha: float  # shrinkage toward the pooled Gaussian
     height: int
     width: int
+    active: bool = True
 
 
 def pooled_shrinkage(x: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -73,11 +85,14 @@ def pooled_shrinkage(x: torch.Tensor) -> tuple[float, torch.Tensor]:
     return alpha, pooled
 
 
-def fit_level(features: torch.Tensor, alpha: float | None = None) -> LevelAlignment:
+def fit_level(features: torch.Tensor, alpha: float | None = None, mode: str = "on") -> LevelAlignment:
     """The alignment of one level from the normal training features (N, C, H, W).
 
     ``alpha``: None estimates it (:func:`pooled_shrinkage`); a number in [0, 1] imposes it.
+    ``mode="auto"``: the level is left as it is (``active=False``) unless α < :data:`AUTO_BELOW`.
     """
+    if mode not in ("on", "auto"):
+        raise BGADError(f"mode must be 'on' or 'auto', got {mode!r}.")
     n, c, h, w = features.shape
     x = samples_by_position(features)  # (N, C, H, W) -> (H·W, N, C)
     a_hat, pooled = pooled_shrinkage(x)
@@ -85,6 +100,8 @@ def fit_level(features: torch.Tensor, alpha: float | None = None) -> LevelAlignm
         alpha = a_hat
     elif not 0.0 <= alpha <= 1.0:
         raise BGADError(f"alpha must lie in [0, 1], got {alpha}.")
+    if mode == "auto" and alpha >= AUTO_BELOW:
+        return LevelAlignment(None, None, x.mean((0, 1)), alpha, h, w, active=False)
     pooled = pooled + 1e-9 * float(pooled.trace()) / c * torch.eye(c, dtype=torch.float64)  # PD with few fibers
     mu = x.mean(1)  # (H·W, C) μ(h, w)
     mean = mu.mean(0)  # (C,) μ̄
@@ -105,13 +122,16 @@ def apply_level(level: LevelAlignment, features: torch.Tensor) -> torch.Tensor:
     """x' = A(h, w)·(x − μ̃(h, w)) + μ̄ for every fiber: (N, C, H, W) -> (N, C, H, W) float32."""
     n, c, h, w = features.shape
     x = fibers_by_position(features, level.mean.shape[0], level.height, level.width)  # (H·W, C, N)
+    if not level.active:
+        return features
     y = level.matrix @ (x - level.center[:, :, None]) + level.mean[None, :, None]  # (H·W, C, N)
     return y.reshape(h, w, c, n).permute(3, 2, 0, 1).float().contiguous()  # -> (N, C, H, W)
 
 
-def fit(train_features: list[torch.Tensor], alpha: float | None = None) -> list[LevelAlignment]:
-    """One :class:`LevelAlignment` per level, from the normal training features."""
-    return [fit_level(f, alpha) for f in train_features]
+def fit(train_features: list[torch.Tensor], alpha: float | None = None, mode: str = "on") -> list[LevelAlignment]:
+    """One :class:`LevelAlignment` per level, from the normal training features (``mode``: see
+    :func:`fit_level`)."""
+    return [fit_level(f, alpha, mode) for f in train_features]
 
 
 def apply(alignment: list[LevelAlignment], features: list[torch.Tensor]) -> list[torch.Tensor]:

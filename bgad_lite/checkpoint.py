@@ -4,7 +4,11 @@ A checkpoint is a folder::
 
     <dir>/config.json   the BGADConfig that built the model
     <dir>/model.pt      {"flows": state_dict, "channels": [C_l], "level_ref": [m_l per level],
-                         "boundaries": [[b_n, b_a], ...] or None}
+                         "boundaries": [[b_n, b_a], ...] or None,
+                         "alignment": [the fields of align.LevelAlignment per level] or None}
+
+The alignment is the flows' input map (``align.py``): features must pass through it
+(``align.apply``) before these flows score them.
 
 It is written to a temporary folder first and renamed, so a crash never leaves
 half a checkpoint. Loading with a config whose model-defining settings differ
@@ -22,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .align import LevelAlignment
 from .config import BGADConfig, BGADError
 from .train import make_flows
 
@@ -30,7 +35,7 @@ MODEL_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks",
 
 
 def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, channels: list[int],
-                    level_ref: list, boundaries=None) -> Path:
+                    level_ref: list, boundaries=None, alignment=None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -39,7 +44,8 @@ def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, cha
         # CPU copies: a checkpoint written on a GPU (Colab) loads on a machine without one
         state = {k: v.detach().cpu() for k, v in flows.state_dict().items()}
         payload = {"flows": state, "channels": list(channels), "level_ref": list(level_ref),
-                   "boundaries": None if boundaries is None else [[float(b_n), float(b_a)] for b_n, b_a in boundaries]}
+                   "boundaries": None if boundaries is None else [[float(b_n), float(b_a)] for b_n, b_a in boundaries],
+                   "alignment": None if alignment is None else [dataclasses.asdict(a) for a in alignment]}
         torch.save(payload, tmp / "model.pt")
         if path.exists():
             shutil.rmtree(path)
@@ -51,7 +57,8 @@ def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, cha
 
 
 def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
-    """Load a checkpoint -> (flows, saved config, payload dict).
+    """Load a checkpoint -> (flows, saved config, payload dict); ``payload["alignment"]`` is a
+    list of :class:`~bgad_lite.align.LevelAlignment` or None.
 
     If ``cfg`` is given, its model-defining settings must match the saved ones.
     """
@@ -71,6 +78,10 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
     if saved.standardize and not any(k.endswith(".std") for k in payload["flows"]):
         # written by v0.1, before flows were standardised (its config.json has no such key)
         saved = dataclasses.replace(saved, standardize=False)
+    if payload.get("alignment") is not None:
+        payload["alignment"] = [LevelAlignment(**a) for a in payload["alignment"]]
+    else:
+        payload["alignment"] = None  # none saved, or written before alignment existed
     flows = make_flows(payload["channels"], saved)
     flows.load_state_dict(payload["flows"])
     return flows.eval(), saved, payload

@@ -20,9 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seen-types", help="comma-separated defect types the labelled anomalies come from "
                                         "(default: the first half of the sorted types)")
     r.add_argument("--n-anomalies", type=int, help="k, the number of labelled anomalies (default: 10)")
-    r.add_argument("--align-positions", action="store_true",
+    r.add_argument("--align-positions", choices=("auto", "on", "off"),
                    help="map each feature position's Gaussian onto the pooled one before the flows "
-                        "(bgad_lite.align; off by default, see the README)")
+                        "(bgad_lite.align): auto (default) where positions differ, on at every level, off")
     r.add_argument("--out", help="output folder (default: runs/default)")
     r.add_argument("--device", help="cpu, cuda or auto (default: cpu)")
     r.add_argument("--config", help="a config JSON file; command-line flags override it")
@@ -60,10 +60,8 @@ def config_from_args(args: argparse.Namespace):
         cfg = with_preset(cfg, preset)
     flags = {"data_dir": args.data, "category": args.category, "backbone": args.backbone,
              "image_size": args.image_size, "seed": args.seed, "out_dir": args.out, "device": args.device,
-             "n_anomalies": args.n_anomalies,
+             "n_anomalies": args.n_anomalies, "align_positions": args.align_positions,
              "seen_types": tuple(t.strip() for t in args.seen_types.split(",")) if args.seen_types else None}
-    if args.align_positions:
-        flags["align_positions"] = True
     changes = {k: v for k, v in flags.items() if v is not None}
     return dataclasses.replace(cfg, **changes)
 

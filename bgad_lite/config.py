@@ -23,6 +23,7 @@ VARIANTS = ("gaussian", "unsupervised", "bgad", "naive_push")
 BOUNDARY_MODES = ("fixed", "per_batch")
 LABEL_RULES = ("half", "ignore", "keep")
 ANOMALY_NORMALS = ("all", "real", "none")
+ALIGN_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class BGADConfig:
     cond_dim: int = 64  # P, positional-encoding channels (paper: 128)
     clamp: float = 1.9  # affine_clamping
     standardize: bool = True  # standardise each channel (training-normal μ, σ) before the flow
-    align_positions: bool = False  # map each position's Gaussian onto the pooled one first (align.py)
+    align_positions: str = "auto"  # positions' Gaussians onto the pooled one: "auto" (where α < 0.5), "on", "off"
     # --- boundary and loss ----------------------------------------------
     beta: float = 0.01  # β: b_n is the β-quantile of normal logp / N
     tau: float = 0.1  # τ: margin, b_a = b_n - τ
@@ -79,6 +80,8 @@ class BGADConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.align_positions, bool):  # configs saved before "auto": true / false
+            object.__setattr__(self, "align_positions", "on" if self.align_positions else "off")
         self.validate()
 
     def validate(self) -> None:
@@ -97,6 +100,9 @@ class BGADConfig:
             raise BGADError(f"anomaly_normals must be one of {ANOMALY_NORMALS}, got {self.anomaly_normals!r}: "
                             "whose normal parts phase 2 trains on — every anomaly image's ('all', the official "
                             "code), the real ones' but not the CutPastes' ('real'), or none ('none').")
+        if self.align_positions not in ALIGN_MODES:
+            raise BGADError(f"align_positions must be one of {ALIGN_MODES}, got {self.align_positions!r}: \"auto\" "
+                            "aligns the levels whose positions differ (align.py), \"on\" every level, \"off\" none.")
         if not 0.0 < self.label_fraction <= 1.0:
             raise BGADError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
         if not 0.0 <= self.score_top <= 1.0:

@@ -198,7 +198,8 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
         results[variant] = ev["metrics"]
         evals[variant] = ev
         if variant != "gaussian":
-            save_checkpoint(out / "checkpoints" / variant, model, cfg, prep.channels, ev["level_ref"], boundaries)
+            save_checkpoint(out / "checkpoints" / variant, model, cfg, prep.channels, ev["level_ref"], boundaries,
+                            prep.alignment)
 
     timings["total"] = time.perf_counter() - t_start
     summary = {
@@ -216,6 +217,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     }
     if prep.alignment is not None:  # how far each level's positions were moved onto the pool (align.py)
         summary["data"]["align_alpha"] = [round(a.alpha, 4) for a in prep.alignment]
+        summary["data"]["aligned_levels"] = [a.active for a in prep.alignment]
     out.mkdir(parents=True, exist_ok=True)
     plots.save_run_figures(out / "figures", prep, evals, cfg, histories, diag)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))

@@ -64,9 +64,9 @@ class Prepared:
     test_features: list[torch.Tensor]  # J x (n_test, C_j, H_j, W_j)
     timings_s: dict[str, float] = field(default_factory=dict)
     #: the backbone's own features ("train", "anomaly", "test"), which the Gaussian reference uses;
-    #: empty when they are the ones above (``cfg.align_positions`` off)
+    #: empty when they are the ones above (no level aligned)
     backbone_features: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    alignment: list | None = None  # J x align.LevelAlignment when cfg.align_positions
+    alignment: list | None = None  # J x align.LevelAlignment unless cfg.align_positions == "off"
 
     def raw_features(self, part: str) -> list[torch.Tensor]:
         """The backbone's features of ``part`` ("train", "anomaly" or "test"), before any alignment."""
@@ -160,12 +160,14 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
     t2 = time.perf_counter()
     backbone_features, alignment = {}, None
     timings = {"data": t1 - t0, "features": t2 - t1}
-    if cfg.align_positions:  # the flows see aligned features; the Gaussian reference keeps the backbone's
-        alignment = align.fit(feats["train"])
-        backbone_features = dict(feats)
-        feats = {part: align.apply(alignment, f) for part, f in feats.items()}
+    if cfg.align_positions != "off":  # the flows see aligned features; the Gaussian reference keeps the backbone's
+        alignment = align.fit(feats["train"], mode=cfg.align_positions)
+        if any(a.active for a in alignment):
+            backbone_features = dict(feats)
+            feats = {part: align.apply(alignment, f) for part, f in feats.items()}
         timings["align"] = time.perf_counter() - t2
-        log.info("aligned positions: alpha per level %s", [round(a.alpha, 3) for a in alignment])
+        log.info("aligned positions (%s): alpha per level %s, aligned %s", cfg.align_positions,
+                 [round(a.alpha, 3) for a in alignment], [a.active for a in alignment])
     log.info("prepared %s: %d train, %d anomaly (%d labelled), %d test images", name, len(train_images),
              len(anomaly_images), len(lab_images), len(test_images))
     return Prepared(cfg, category, split, train_images, anomaly_images, anomaly_masks, kinds, test_images,

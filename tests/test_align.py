@@ -41,6 +41,35 @@ def test_alpha_is_large_for_alike_positions_and_small_for_different_ones():
     assert align.fit_level(different).alpha < 0.05
 
 
+def test_auto_aligns_only_the_levels_whose_positions_differ():
+    torch.manual_seed(1)
+    alike = torch.randn(200, 3, 4, 4)
+    scale = torch.linspace(0.2, 5.0, 16).reshape(1, 1, 4, 4)
+    different = torch.randn(200, 3, 4, 4) * scale + 3 * torch.randn(1, 3, 4, 4)
+    kept, moved = align.fit([alike, different], mode="auto")
+    assert not kept.active and kept.alpha >= align.AUTO_BELOW and kept.matrix is None
+    assert align.apply_level(kept, alike) is alike  # left exactly as it is
+    assert moved.active and moved.alpha < align.AUTO_BELOW
+    on = align.fit_level(different, mode="on")
+    torch.testing.assert_close(align.apply_level(moved, different), align.apply_level(on, different))
+    # an imposed α decides too: below the cut the level is aligned even where positions look alike
+    assert align.fit_level(alike, alpha=0.3, mode="auto").active
+    assert not align.fit_level(alike, alpha=0.5, mode="auto").active
+    with pytest.raises(BGADError, match="mode"):
+        align.fit_level(alike, mode="off")
+
+
+def test_config_modes_and_the_booleans_of_older_configs():
+    from bgad_lite import BGADConfig
+
+    assert BGADConfig().align_positions == "auto"
+    assert BGADConfig(align_positions=True).align_positions == "on"
+    assert BGADConfig(align_positions=False).align_positions == "off"
+    assert BGADConfig.from_json('{"align_positions": false}').align_positions == "off"
+    with pytest.raises(BGADError, match="align_positions must be one of"):
+        BGADConfig(align_positions="yes")
+
+
 def test_alpha_one_is_the_identity():
     torch.manual_seed(2)
     f = torch.randn(20, 3, 2, 5) * 2 + 1
@@ -92,10 +121,10 @@ def test_prepare_aligns_the_flows_features_and_keeps_the_backbones_for_the_gauss
     from bgad_lite.gaussian import GaussianModel
 
     tiny_cfg = BGADConfig(data_dir=str(tiny_root), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
-                          cache_dir=str(tmp_path / "cache"))
+                          cache_dir=str(tmp_path / "cache"), align_positions="off")
 
     plain = pipeline.prepare(tiny_cfg, progress=False)
-    aligned = pipeline.prepare(dataclasses.replace(tiny_cfg, align_positions=True), progress=False)
+    aligned = pipeline.prepare(dataclasses.replace(tiny_cfg, align_positions="on"), progress=False)
     assert plain.alignment is None and plain.raw_features("test") is plain.test_features
     assert len(aligned.alignment) == len(plain.train_features)
     for part in ("train", "anomaly", "test"):
@@ -117,11 +146,21 @@ def test_a_run_with_aligned_positions_trains_and_leaves_the_gaussian_alone(tiny_
     base = dict(data_dir=str(tiny_root), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
                 epochs_phase1=2, epochs_phase2=1, n_blocks=2, cond_dim=16, batch_images=8, fiber_chunk=512,
                 variants=("gaussian", "bgad"), cache_dir=str(tmp_path / "cache"))
-    plain = pipeline.run(BGADConfig(**base, out_dir=str(tmp_path / "plain")), progress=False)
-    aligned = pipeline.run(BGADConfig(**base, align_positions=True, out_dir=str(tmp_path / "aligned")), progress=False)
+    plain = pipeline.run(BGADConfig(**base, align_positions="off", out_dir=str(tmp_path / "plain")), progress=False)
+    aligned = pipeline.run(BGADConfig(**base, align_positions="on", out_dir=str(tmp_path / "aligned")), progress=False)
     assert aligned["results"]["gaussian"] == plain["results"]["gaussian"]
     a, p = aligned["results"]["bgad"]["all"], plain["results"]["bgad"]["all"]
     assert all(np.isfinite(v) for v in a.values())
     assert a != p  # the flows saw other features
     alphas = aligned["data"]["align_alpha"]
     assert len(alphas) == 3 and all(0.0 <= x <= 1.0 for x in alphas) and "align_alpha" not in plain["data"]
+    assert aligned["data"]["aligned_levels"] == [True, True, True]
+    # the checkpoint carries the map its flows expect: applied to the backbone's features, it gives theirs
+    from bgad_lite.checkpoint import load_checkpoint
+
+    prep = pipeline.prepare(BGADConfig(**base, align_positions="on"), progress=False)
+    _, _, payload = load_checkpoint(tmp_path / "aligned" / "checkpoints" / "bgad")
+    assert [a.alpha for a in payload["alignment"]] == [a.alpha for a in prep.alignment]
+    for saved, raw, flows_see in zip(payload["alignment"], prep.raw_features("test"), prep.test_features):
+        torch.testing.assert_close(align.apply_level(saved, raw), flows_see)
+    assert load_checkpoint(tmp_path / "plain" / "checkpoints" / "bgad")[2]["alignment"] is None

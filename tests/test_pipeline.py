@@ -164,8 +164,10 @@ def test_cli_flags_map_onto_the_config():
     assert cfg.seen_types == ("hole", "scratch") and cfg.n_anomalies == 4 and cfg.image_size == 64
     assert (cfg.epochs_phase1, cfg.epochs_phase2) == (6, 3)
     assert config_from_args(_parser().parse_args(["run"])) == BGADConfig()
-    assert not BGADConfig().align_positions
-    assert config_from_args(_parser().parse_args(["run", "--align-positions"])).align_positions
+    assert BGADConfig().align_positions == "auto"
+    assert config_from_args(_parser().parse_args(["run", "--align-positions", "on"])).align_positions == "on"
+    with pytest.raises(SystemExit):  # argparse names the choices
+        _parser().parse_args(["run", "--align-positions", "yes"])
 
 
 def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
