@@ -279,10 +279,13 @@ def _settings_line(overrides: dict, defaults: dict | None = None) -> str:
     # JSON written before anomaly_normals existed was measured with every anomaly image's normal parts
     normals = defaults.get("anomaly_normals", "all") if defaults else c.anomaly_normals
     lr2 = (defaults.get("lr_phase2") if defaults else c.lr_phase2) or c.lr  # before lr_phase2: one lr
+    # before "auto", align_positions was a boolean, False by default
+    aligned = {True: "on", False: "off"}.get(defaults.get("align_positions", False), defaults.get("align_positions")) \
+        if defaults else c.align_positions
     text = (f"`BGADConfig()`: {c.image_size} px, {c.epochs_phase1} + {c.epochs_phase2} epochs, each anomaly image "
             f"{c.anomaly_repeats}× per phase-2 epoch (normal parts of anomaly images: `anomaly_normals=\"{normals}\"`), "
             f"Adam lr {c.lr:g}, phase 2 {lr2:g}, k = {c.n_anomalies}, β = {c.beta}, τ = {c.tau}, "
-            f"image score {top}")
+            f"image score {top}, positions aligned `{aligned}`")
     if not overrides:
         return f"Settings: the library defaults ({text})."
     return (f"Settings: the library defaults ({text}) except "

@@ -3,8 +3,8 @@
 One module per idea (the README's "The method, and where it lives" lists them all):
 ``features`` (frozen CNN fibers), ``flow`` (conditional normalizing flow, positional
 encoding, log-likelihood), ``boundary`` (b_n, b_a), ``losses`` (ML, BG-SPP), ``train``,
-``scoring``, ``metrics``, ``gaussian`` (the per-position reference), ``align`` (optional:
-positions aligned before the flows), data in ``data``,
+``scoring``, ``metrics``, ``gaussian`` (the per-position reference), ``align`` (positions
+aligned before the flows where they differ), data in ``data``,
 ``images``, ``fewshot``, ``textures``, ``augment``, a run in ``prepare`` -> ``pipeline``
 -> ``evaluate``, and for looking at it ``margins`` (normal / seen / unseen groups,
 boundaries, rates: numbers only), ``plots`` (every figure, one palette) and ``widgets``

@@ -1,4 +1,4 @@
-"""Step 1b (optional, ``align_positions``) — aligning positions before the flows.
+"""Step 1b (``align_positions``) — aligning positions before the flows, where they differ.
 
 On an aligned object (a ball screw photographed the same way every time) every
 position (h, w) has its own appearance: its fibers follow their own Gaussian

@@ -298,6 +298,10 @@ def test_settings_line_names_the_defaults_the_section_was_measured_with():
     assert f'anomaly_normals="{c.anomaly_normals}"' in now
     assert f"Adam lr {c.lr:g}, phase 2 {c.lr_phase2 or c.lr:g}," in now
     assert "Adam lr 0.001, phase 2 0.001," in _settings_line({}, older)  # JSON from before lr_phase2: one lr
+    assert "positions aligned `off`" in _settings_line({}, dict(older, align_positions=False))  # boolean JSON
+    before = {k: v for k, v in older.items() if k != "align_positions"}  # JSON from before alignment
+    assert "positions aligned `off`" in _settings_line({}, before)
+    assert f"positions aligned `{c.align_positions}`" in now
 
 
 def test_sensitivity_settings_line_is_not_read_from_the_sweep_centre():
