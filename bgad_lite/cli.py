@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results_table(summary))
+    alphas = summary["data"].get("align_alpha")
+    if alphas is not None:  # align.py: which levels the flows saw aligned, and why
+        aligned = [str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on]
+        print(f"\npositions aligned (--align-positions {cfg.align_positions}): alpha per level "
+              f"{' / '.join(f'{a:.2f}' for a in alphas)}; levels aligned: {', '.join(aligned) or 'none'}")
     print()
     t = summary["timings_s"]
     print(f"total {t['total']:.0f} s; results in {cfg.out_dir}/results.json, figures in {cfg.out_dir}/figures/")

@@ -83,6 +83,9 @@ def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
     assert main(["run", "--config", str(path), "--seed", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "| bgad | unseen |" in out and "results.json" in out
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    levels = ", ".join(str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on) or "none"
+    assert "positions aligned (--align-positions auto): alpha per level" in out and f"levels aligned: {levels}" in out
     assert json.loads((tmp_path / "out" / "results.json").read_text())["config"]["seed"] == 1
 
 
