@@ -26,10 +26,18 @@ mostly noise, α is near 1 and the map is nearly the identity (exactly at α = 1
 where they differ (the ball screw: α ≈ 0.06) each position is moved onto the pool.
 
 Which levels are aligned (``cfg.align_positions``): ``"auto"`` (the default) aligns a
-level when α < 1/2 (:data:`AUTO_BELOW`), i.e. when the per-position estimate outweighs
-the pooled one because its positions differ by more than sampling noise explains; the
-textures (α 0.7–0.9) stay as they are, the ball screw (α ≈ 0.06) is aligned. ``"on"``
-aligns every level, ``"off"`` none.
+level when both
+
+- α < 1/2 (:data:`AUTO_BELOW`): the per-position estimate outweighs the pooled one, because
+  the positions differ by more than sampling noise explains; and
+- C ≤ n/4 (:data:`AUTO_MAX_RATIO`), n the training images (fibers per position): A(h, w)
+  contains L(h, w)⁻¹, a whitening by a covariance estimated from n samples in C dimensions,
+  and its smallest sample eigenvalues fall to about (1 − √(C/n))² of the true ones
+  (Marchenko–Pastur): a quarter at C = n/4, a sixteenth at the ball screw's level 2
+  (C = 112, n = 200), where aligning stopped phase 2 from pushing the labelled fibers below b_a.
+
+The textures (α 0.7–0.9) stay as they are; the ball screw (α ≈ 0.06) is aligned at levels 0
+and 1. ``"on"`` aligns every level, ``"off"`` none.
 
 The flow then models the aligned fiber: its logp is the density of x', which is
 the density of the raw fiber plus the constant log|det A(h, w)| of the position.
@@ -49,6 +57,8 @@ from .gaussian import centred_sets, fibers_by_position, ledoit_wolf, samples_by_
 #: ``"auto"`` aligns a level whose shrinkage intensity α is below this: the per-position
 #: estimates then carry more weight than the pooled one.
 AUTO_BELOW = 0.5
+#: ... and whose channels C are at most this fraction of the training images n (see above).
+AUTO_MAX_RATIO = 0.25
 
 
 @dataclass
@@ -89,7 +99,8 @@ def fit_level(features: torch.Tensor, alpha: float | None = None, mode: str = "o
     """The alignment of one level from the normal training features (N, C, H, W).
 
     ``alpha``: None estimates it (:func:`pooled_shrinkage`); a number in [0, 1] imposes it.
-    ``mode="auto"``: the level is left as it is (``active=False``) unless α < :data:`AUTO_BELOW`.
+    ``mode="auto"``: the level is left as it is (``active=False``) unless α < :data:`AUTO_BELOW`
+    and C ≤ :data:`AUTO_MAX_RATIO` · N.
     """
     if mode not in ("on", "auto"):
         raise BGADError(f"mode must be 'on' or 'auto', got {mode!r}.")
@@ -100,7 +111,7 @@ def fit_level(features: torch.Tensor, alpha: float | None = None, mode: str = "o
         alpha = a_hat
     elif not 0.0 <= alpha <= 1.0:
         raise BGADError(f"alpha must lie in [0, 1], got {alpha}.")
-    if mode == "auto" and alpha >= AUTO_BELOW:
+    if mode == "auto" and (alpha >= AUTO_BELOW or c > AUTO_MAX_RATIO * n):
         return LevelAlignment(None, None, x.mean((0, 1)), alpha, h, w, active=False)
     pooled = pooled + 1e-9 * float(pooled.trace()) / c * torch.eye(c, dtype=torch.float64)  # PD with few fibers
     mu = x.mean(1)  # (H·W, C) μ(h, w)

@@ -49,7 +49,7 @@ class BGADConfig:
     cond_dim: int = 64  # P, positional-encoding channels (paper: 128)
     clamp: float = 1.9  # affine_clamping
     standardize: bool = True  # standardise each channel (training-normal μ, σ) before the flow
-    align_positions: str = "auto"  # positions' Gaussians onto the pooled one: "auto" (where α < 0.5), "on", "off"
+    align_positions: str = "auto"  # positions' Gaussians onto the pooled one: "auto" (align.py), "on", "off"
     # --- boundary and loss ----------------------------------------------
     beta: float = 0.01  # β: b_n is the β-quantile of normal logp / N
     tau: float = 0.1  # τ: margin, b_a = b_n - τ

@@ -59,6 +59,17 @@ def test_auto_aligns_only_the_levels_whose_positions_differ():
         align.fit_level(alike, mode="off")
 
 
+def test_auto_leaves_a_level_with_too_few_images_for_its_channels():
+    """C > n/4: the per-position whitening would rest on a covariance of too few samples."""
+    torch.manual_seed(3)
+    scale = torch.linspace(0.2, 5.0, 4).reshape(1, 1, 2, 2)
+    for n, c, active in ((40, 10, True), (39, 10, False)):  # C ≤ n/4 exactly at 40 images
+        different = torch.randn(n, c, 2, 2) * scale + 3 * torch.randn(1, c, 2, 2)
+        level = align.fit_level(different, mode="auto")
+        assert level.alpha < align.AUTO_BELOW and level.active is active
+        assert align.fit_level(different, mode="on").active  # "on" aligns it anyway
+
+
 def test_config_modes_and_the_booleans_of_older_configs():
     from bgad_lite import BGADConfig
 
