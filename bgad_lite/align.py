@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import BGADError
-from .gaussian import centred_sets, fibers_by_position, ledoit_wolf, samples_by_position
+from .gaussian import centred_sets, check_fitted_shape, fibers_by_position, ledoit_wolf, samples_by_position
 
 #: ``"auto"`` aligns a level whose shrinkage intensity α is below this: the per-position
 #: estimates then carry more weight than the pooled one.
@@ -131,10 +131,11 @@ def fit_level(features: torch.Tensor, alpha: float | None = None, mode: str = "o
 
 def apply_level(level: LevelAlignment, features: torch.Tensor) -> torch.Tensor:
     """x' = A(h, w)·(x − μ̃(h, w)) + μ̄ for every fiber: (N, C, H, W) -> (N, C, H, W) float32."""
+    if not level.active:  # left as it is, once its shape is checked
+        check_fitted_shape(features, level.mean.shape[0], level.height, level.width)
+        return features
     n, c, h, w = features.shape
     x = fibers_by_position(features, level.mean.shape[0], level.height, level.width)  # (H·W, C, N)
-    if not level.active:
-        return features
     y = level.matrix @ (x - level.center[:, :, None]) + level.mean[None, :, None]  # (H·W, C, N)
     return y.reshape(h, w, c, n).permute(3, 2, 0, 1).float().contiguous()  # -> (N, C, H, W)
 

@@ -90,13 +90,19 @@ def samples_by_position(features: torch.Tensor) -> torch.Tensor:
     return features.double().permute(2, 3, 0, 1).reshape(h * w, n, c)
 
 
-def fibers_by_position(features: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
-    """(N, C, H, W) -> (H·W, C, N) float64: the N fibers of each position as columns, once (C, H, W)
-    is checked against the (channels, height, width) a per-position model was fitted on."""
-    n, c, h, w = features.shape
+def check_fitted_shape(features: torch.Tensor, channels: int, height: int, width: int) -> None:
+    """Raise unless features (N, C, H, W) have the (C, H, W) a per-position model was fitted on."""
+    c, h, w = features.shape[1:]
     if (c, h, w) != (channels, height, width):
         raise BGADError(f"features of shape (C, H, W) = {(c, h, w)} do not match the fitted "
                         f"{(channels, height, width)}; fit on the same backbone and size.")
+
+
+def fibers_by_position(features: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """(N, C, H, W) -> (H·W, C, N) float64: the N fibers of each position as columns, once (C, H, W)
+    is checked against the (channels, height, width) a per-position model was fitted on."""
+    check_fitted_shape(features, channels, height, width)
+    n, c, h, w = features.shape
     return features.double().permute(2, 3, 1, 0).reshape(h * w, c, n)  # (N, C, H, W) -> (H·W, C, N)
 
 

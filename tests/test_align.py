@@ -49,6 +49,8 @@ def test_auto_aligns_only_the_levels_whose_positions_differ():
     kept, moved = align.fit([alike, different], mode="auto")
     assert not kept.active and kept.alpha >= align.AUTO_BELOW and kept.matrix is None
     assert align.apply_level(kept, alike) is alike  # left exactly as it is
+    with pytest.raises(BGADError, match="do not match"):  # an inactive level still checks the shape
+        align.apply_level(kept, torch.randn(2, 3, 3, 3))
     assert moved.active and moved.alpha < align.AUTO_BELOW
     on = align.fit_level(different, mode="on")
     torch.testing.assert_close(align.apply_level(moved, different), align.apply_level(on, different))
