@@ -282,7 +282,9 @@ def _settings_line(overrides: dict, defaults: dict | None = None) -> str:
     # before "auto", align_positions was a boolean, False by default
     aligned = {True: "on", False: "off"}.get(defaults.get("align_positions", False), defaults.get("align_positions")) \
         if defaults else c.align_positions
-    text = (f"`BGADConfig()`: {c.image_size} px, {c.epochs_phase1} + {c.epochs_phase2} epochs, each anomaly image "
+    keep = defaults.get("keep_aspect", False) if defaults else c.keep_aspect  # before keep_aspect: squares
+    shape = f"about {c.image_size}² px, aspect ratio kept" if keep else f"{c.image_size} px squares"
+    text = (f"`BGADConfig()`: {shape}, {c.epochs_phase1} + {c.epochs_phase2} epochs, each anomaly image "
             f"{c.anomaly_repeats}× per phase-2 epoch (normal parts of anomaly images: `anomaly_normals=\"{normals}\"`), "
             f"Adam lr {c.lr:g}, phase 2 {lr2:g}, k = {c.n_anomalies}, β = {c.beta}, τ = {c.tau}, "
             f"image score {top}, positions aligned `{aligned}`")
@@ -457,8 +459,10 @@ def render_bsdata(data: dict) -> str:
     if runs:
         d = runs[0]["data"]
         size = data["overrides"].get("image_size", 128)
-        out.append(f"Real photographs of ball-screw spindles (`{Path(data['root']).name}`: 480x195, resized to the "
-                   f"square {size} px{SIZE_NOTE if size != 128 else ''}), one defect type (`pitting`), so *seen* only (`seen_types=('pitting',)`). "
+        h, w = d.get("image_hw", (size, size))  # older JSON: squares
+        resized = (f"resized to {h} x {w} (height x width: their aspect ratio at about {size}² pixels)" if h != w else
+                   f"resized to the square {size} px{SIZE_NOTE if size != 128 else ''}")
+        out.append(f"Real photographs of ball-screw spindles (`{Path(data['root']).name}`: 480x195, {resized}), one defect type (`pitting`), so *seen* only (`seen_types=('pitting',)`). "
                    f"{d['n_train']} normal training images; k = {d['n_labelled']} labelled anomalies drawn by screw "
                    f"position (the README's `position` column passed as `groups=`), so test images of the same "
                    f"positions leave the test set too: {d['n_test']} test images "

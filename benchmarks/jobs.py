@@ -168,6 +168,7 @@ def _variant_job(job: dict) -> dict:
     return {"metrics": ev["metrics"], "prepare_s": t_prep, "phase1_s": t_p1, "phase1_from_cache": p1_cached,
             "fit_s": t_fit, "eval_s": t_eval,
             "data": {"n_train": len(prep.train_images), "n_labelled": len(prep.split.labelled),
+                     "image_hw": list(prep.image_hw),
                      "n_anomaly_images": len(prep.anomaly_images), "n_test": len(types),
                      "test_counts": {t: types.count(t) for t in sorted(set(types))},
                      "seen_types": list(prep.split.seen_types), "unseen_types": list(prep.split.unseen_types)},

@@ -34,7 +34,8 @@ def synthesise_anomalies(train_images: np.ndarray, labelled_images: np.ndarray, 
     # still counts as labelled, but has nothing to cut.
     sources = np.flatnonzero(labelled_masks.reshape(len(labelled_masks), -1).any(1))
     if cfg.n_cutpaste and not len(sources):
-        log.warning("no labelled anomaly has a non-empty mask at %d px: no CutPaste images", cfg.image_size)
+        log.warning("no labelled anomaly has a non-empty mask at %d x %d px: no CutPaste images",
+                    *labelled_masks.shape[1:])
     for _ in range(cfg.n_cutpaste if len(sources) else 0):
         a = sources[rng.integers(len(sources))]
         n = rng.integers(len(train_images))

@@ -31,7 +31,8 @@ from .config import BGADConfig, BGADError
 from .train import make_flows
 
 # Settings that change the network or the meaning of its inputs.
-MODEL_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks", "cond_dim", "clamp", "standardize")
+MODEL_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "keep_aspect", "n_blocks", "cond_dim", "clamp",
+              "standardize")
 
 
 def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, channels: list[int],

@@ -15,7 +15,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="MVTec-layout root folder (default: the embedded texture data set)")
     r.add_argument("--category", help="category folder under --data (default: grass)")
     r.add_argument("--backbone", help="timm backbone (default: tf_efficientnet_lite0, offline weights)")
-    r.add_argument("--image-size", type=int, help="input size in pixels (default: 128)")
+    r.add_argument("--image-size", type=int, help="input size in pixels: images get about image-size² pixels, "
+                                                  "their aspect ratio kept (default: 128)")
+    r.add_argument("--square", action="store_true", help="resize every image to an image-size square, as the "
+                                                          "paper does (default: keep the aspect ratio)")
     r.add_argument("--seed", type=int, help="random seed (default: 0)")
     r.add_argument("--seen-types", help="comma-separated defect types the labelled anomalies come from "
                                         "(default: the first half of the sorted types)")
@@ -61,6 +64,7 @@ def config_from_args(args: argparse.Namespace):
     flags = {"data_dir": args.data, "category": args.category, "backbone": args.backbone,
              "image_size": args.image_size, "seed": args.seed, "out_dir": args.out, "device": args.device,
              "n_anomalies": args.n_anomalies, "align_positions": args.align_positions,
+             "keep_aspect": False if args.square else None,
              "seen_types": tuple(t.strip() for t in args.seen_types.split(",")) if args.seen_types else None}
     changes = {k: v for k, v in flags.items() if v is not None}
     return dataclasses.replace(cfg, **changes)
@@ -128,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results_table(summary))
+    h, w = summary["data"]["image_hw"]
+    if h != w:  # images.input_shape: the data's aspect ratio kept at about image_size² pixels
+        print(f"\nimages resized to {h} x {w} (height x width): their aspect ratio at about {cfg.image_size}² pixels "
+              "(--square: the paper's square)")
     alphas = summary["data"].get("align_alpha")
     if alphas is not None:  # align.py: which levels the flows saw aligned, and why
         aligned = [str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on]

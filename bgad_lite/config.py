@@ -31,7 +31,8 @@ class BGADConfig:
     # --- data -----------------------------------------------------------
     data_dir: str | None = None  # MVTec-layout root; None = the embedded texture set
     category: str = "grass"  # category folder (a texture name for the embedded set)
-    image_size: int = 128  # images are resized to image_size x image_size
+    image_size: int = 128  # images are resized to about image_size² pixels (a square: image_size x image_size)
+    keep_aspect: bool = True  # keep the training images' aspect ratio at that pixel count (images.input_shape)
     n_anomalies: int = 10  # k labelled anomalies, drawn from the seen types only
     seen_types: tuple[str, ...] | None = None  # None: first half of the sorted types
     n_cutpaste: int = 120  # RandAugmented CutPaste images added for phase 2

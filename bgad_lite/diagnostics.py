@@ -27,7 +27,7 @@ KINDS = ("labelled", "flip", "cutpaste")
 
 def _level_masks(prep) -> list[torch.Tensor]:
     """Anomalous-fiber masks of the synthesised anomaly images, per level: L x (N_anom, H_l, W_l)."""
-    masks = torch.from_numpy(prep.anomaly_masks)  # (n_anom, S, S)
+    masks = torch.from_numpy(prep.anomaly_masks)  # (n_anom, h, w)
     cfg = prep.cfg
     return [fiber_labels(masks, f.shape[2], f.shape[3], cfg.label_fraction, cfg.label_rule)[0]
             for f in prep.anomaly_features]

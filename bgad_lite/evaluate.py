@@ -40,7 +40,7 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     unseen and per defect type. A :class:`GaussianModel` is scored on the backbone's features
     (``prep.raw_features``): fit it on ``prep.raw_features("train")``.
 
-    Returns {"metrics": {...}, "maps": (N, S, S), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
+    Returns {"metrics": {...}, "maps": (N, h, w), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
     "train_logps": [...], "level_ref": [m_j(h, w)]}.
     """
     cfg = with_device(cfg or prep.cfg)
@@ -50,7 +50,7 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     train_logps = model_logps(model, train, cfg)
     level_ref = normalisation_stats(train_logps)
     test_logps = model_logps(model, test, cfg)
-    maps = anomaly_maps(test_logps, cfg.image_size, level_ref if cfg.score_norm == "train" else None)
+    maps = anomaly_maps(test_logps, prep.image_hw, level_ref if cfg.score_norm == "train" else None)
     scores = image_scores(maps, cfg.score_top)
     groups = image_groups(prep)  # (N_test,) normal / seen / unseen
     good = groups == NORMAL

@@ -90,9 +90,10 @@ def create_backbone(name: str = OFFLINE_BACKBONE, out_indices: tuple[int, ...] =
     return model.eval()
 
 
-def feature_shapes(model: torch.nn.Module, image_size: int) -> list[tuple[int, int, int]]:
-    """(C_l, H_l, W_l) of each level for a square input of ``image_size``."""
-    return [(c, image_size // r, image_size // r)
+def feature_shapes(model: torch.nn.Module, image_size: int | tuple[int, int]) -> list[tuple[int, int, int]]:
+    """(C_l, H_l, W_l) of each level for an input of ``image_size`` (one side: a square, or (h, w))."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return [(c, h // r, w // r)
             for c, r in zip(model.feature_info.channels(), model.feature_info.reduction())]
 
 

@@ -56,7 +56,7 @@ def fiber_groups(prep, height: int, width: int) -> np.ndarray:
     "normal" / "seen" / "unseen". A fiber is a defect fiber when its cell of the downsampled
     mask is set (:func:`bgad_lite.flow.downsample_masks`); it takes its image's group.
 
-    ``prep`` needs what :func:`image_groups` needs and ``test_masks`` (N_test, S, S) bool.
+    ``prep`` needs what :func:`image_groups` needs and ``test_masks`` (N_test, h, w) bool.
     """
     masks = downsample_masks(torch.from_numpy(np.asarray(prep.test_masks)), height, width).numpy()  # (N, H, W)
     per_image = image_groups(prep)[:, None, None]  # (N, 1, 1)

@@ -25,7 +25,7 @@ from .data import Category, load_category, with_groups
 from .features import cached_features, create_backbone, fingerprint
 from .fewshot import FewShotSplit, few_shot_split
 from .flow import fiber_labels
-from .images import load_split
+from .images import input_shape, load_split
 from .runtime import resolve_device
 from .textures import DEFAULT_SEEN_TYPES, make_texture_dataset
 from .train import LevelData, make_levels
@@ -51,12 +51,12 @@ class Prepared:
     cfg: BGADConfig
     category: Category
     split: FewShotSplit
-    train_images: np.ndarray  # (N_train, S, S, 3) normal training images
-    anomaly_images: np.ndarray  # (N_anom, S, S, 3) labelled anomalies + flips + CutPastes
-    anomaly_masks: np.ndarray  # (N_anom, S, S) bool
+    train_images: np.ndarray  # (N_train, h, w, 3) normal training images; h·w ≈ image_size²
+    anomaly_images: np.ndarray  # (N_anom, h, w, 3) labelled anomalies + flips + CutPastes
+    anomaly_masks: np.ndarray  # (N_anom, h, w) bool
     anomaly_kinds: list[str]  # "labelled" | "flip" | "cutpaste" for each anomaly image
-    test_images: np.ndarray  # (N_test, S, S, 3)
-    test_masks: np.ndarray  # (N_test, S, S) bool
+    test_images: np.ndarray  # (N_test, h, w, 3)
+    test_masks: np.ndarray  # (N_test, h, w) bool
     test_labels: np.ndarray  # (N_test,) 1 = anomalous
     test_types: np.ndarray  # (N_test,) defect type, "good" for normal
     train_features: list[torch.Tensor]  # J x (n_train, C_j, H_j, W_j), what the flows see
@@ -67,6 +67,11 @@ class Prepared:
     #: empty when they are the ones above (no level aligned)
     backbone_features: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     alignment: list | None = None  # J x align.LevelAlignment unless cfg.align_positions == "off"
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) every image was resized to (``images.input_shape``)."""
+        return int(self.train_images.shape[1]), int(self.train_images.shape[2])
 
     def raw_features(self, part: str) -> list[torch.Tensor]:
         """The backbone's features of ``part`` ("train", "anomaly" or "test"), before any alignment."""
@@ -142,17 +147,17 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
     if seen_types is None and cfg.data_dir is None:
         seen_types = DEFAULT_SEEN_TYPES  # the embedded set's split: subtle types among the unseen
     split = few_shot_split(category, cfg.n_anomalies, seen_types, cfg.seed, require_unseen=cfg.seen_types is None)
-    s = cfg.image_size
-    train_images, _, _ = load_split(category.train, s, progress)
-    lab_images, lab_masks, _ = load_split(split.labelled, s, progress)
-    test_images, test_masks, test_labels = load_split(split.test, s, progress)
+    hw = input_shape(category.train, cfg.image_size, cfg.keep_aspect)  # (h, w): h·w ≈ image_size²
+    train_images, _, _ = load_split(category.train, hw, progress)
+    lab_images, lab_masks, _ = load_split(split.labelled, hw, progress)
+    test_images, test_masks, test_labels = load_split(split.test, hw, progress)
     test_types = np.array([smp.defect_type for smp in split.test])
     anomaly_images, anomaly_masks, kinds = synthesise_anomalies(train_images, lab_images, lab_masks, cfg)
     t1 = time.perf_counter()
 
     backbone = create_backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, seed=cfg.seed)
     # what the features depend on: the backbone and its weights (random ones: drawn under the seed)
-    tag = (cfg.backbone, cfg.out_indices, cfg.pretrained, s) + (() if cfg.pretrained else (cfg.seed,))
+    tag = (cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.image_size) + (() if cfg.pretrained else (cfg.seed,))
     feats = {}
     for part, images in (("train", train_images), ("anomaly", anomaly_images), ("test", test_images)):
         key = fingerprint(*tag, images)

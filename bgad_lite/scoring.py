@@ -43,8 +43,8 @@ def normalisation_stats(train_logps: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.double().mean(0) for t in train_logps]
 
 
-def anomaly_maps(logps: list[torch.Tensor], image_size: int, level_ref=None) -> np.ndarray:
-    """Anomaly maps (N, image_size, image_size) float32 from per-level logps.
+def anomaly_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], level_ref=None) -> np.ndarray:
+    """Anomaly maps (N, h, w) float32 from per-level logps; ``image_size``: (h, w), or one side.
 
     ``level_ref``: the saved m_j, one number or one (H_j, W_j) map per level
     ("train" normalisation); None = the paper's test-set normalisation (needs
@@ -52,13 +52,14 @@ def anomaly_maps(logps: list[torch.Tensor], image_size: int, level_ref=None) -> 
     """
     if level_ref is not None and len(level_ref) != len(logps):
         raise BGADError(f"got {len(logps)} levels but {len(level_ref)} normalisation values.")
+    hw = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
     total = None
     for j, lp in enumerate(logps):
         lp = lp.double()
         m = lp.max() if level_ref is None else torch.as_tensor(level_ref[j], dtype=torch.float64)
         p = torch.exp(lp - m)[:, None]  # (N, 1, H_l, W_l)
-        p = F.interpolate(p, size=(image_size, image_size), mode="bilinear", align_corners=False)[:, 0]
-        total = p if total is None else total + p  # S, (N, S, S)
+        p = F.interpolate(p, size=hw, mode="bilinear", align_corners=False)[:, 0]
+        total = p if total is None else total + p  # S, (N, h, w)
     ref = total.max() if level_ref is None else float(len(logps))
     return (ref - total).float().numpy()
 

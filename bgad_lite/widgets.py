@@ -129,9 +129,9 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.l_test = [fiber_l_by_group(prep, t, self.normalizer) for t in ev["test_logps"]]  # {group: l}
         self.xlim = [l_range([*self.l_test[lv].values(), self.l_train[lv]]) for lv in range(len(self.l_test))]
         self.scores = np.asarray(ev["scores"])  # (N_test,)
-        self.maps = ev["maps"]  # (N_test, S, S)
+        self.maps = ev["maps"]  # (N_test, h, w)
         self.groups = image_groups(prep)  # (N_test,)
-        train_maps = anomaly_maps(ev["train_logps"], cfg.image_size,
+        train_maps = anomaly_maps(ev["train_logps"], prep.image_hw,
                                   ev["level_ref"] if cfg.score_norm == "train" else None)
         self.train_scores = image_scores(train_maps, cfg.score_top)  # (N_train,), scored as the test images
         self.vmax = float(np.percentile(self.maps, 99.9))

@@ -302,6 +302,10 @@ def test_settings_line_names_the_defaults_the_section_was_measured_with():
     before = {k: v for k, v in older.items() if k != "align_positions"}  # JSON from before alignment
     assert "positions aligned `off`" in _settings_line({}, before)
     assert f"positions aligned `{c.align_positions}`" in now
+    assert f"about {c.image_size}² px, aspect ratio kept" in now and c.keep_aspect
+    unkept = {k: v for k, v in before.items() if k != "keep_aspect"}  # JSON from before keep_aspect: squares
+    assert "128 px squares" in _settings_line({}, unkept)
+    assert "128 px squares" in _settings_line({}, dict(old, keep_aspect=False))
 
 
 def test_sensitivity_settings_line_is_not_read_from_the_sweep_centre():

@@ -19,7 +19,7 @@ from bgad_lite.config import BGADError
 from bgad_lite.data import Category, Sample, load_category, with_groups
 from bgad_lite.download import download_mvtec
 from bgad_lite.fewshot import few_shot_split
-from bgad_lite.images import load_image, load_mask, load_split
+from bgad_lite.images import input_shape, load_image, load_mask, load_split, shape_for_aspect
 from bgad_lite.textures import DEFECT_TYPES, make_texture_dataset
 
 # ---------------------------------------------------------------------------
@@ -240,6 +240,53 @@ def test_load_split_mask_of_another_size(tmp_path: Path) -> None:
     samples = load_category(tmp_path, "widget").test
     with pytest.raises(BGADError, match=r"000_mask\.png is 12x16 .* image is 16x16"):
         load_split(samples, 8)
+
+
+def test_shape_for_aspect_hand_computed() -> None:
+    # h = 16·round(S / √a / 16), w = 16·round(S·√a / 16): BSData's 480 x 195 at S = 160:
+    # √a = 1.569, 160 / 1.569 = 102.0 -> 96, 160 · 1.569 = 251.0 -> 256
+    assert shape_for_aspect(480 / 195, 160) == (96, 256)
+    assert shape_for_aspect(480 / 195, 128) == (80, 208)  # 81.6 -> 80, 200.8 -> 208
+    assert shape_for_aspect(195 / 480, 160) == (256, 96)  # a tall image: the same, transposed
+    assert shape_for_aspect(1.0, 128) == (128, 128)  # a square data set keeps the paper's square
+    assert shape_for_aspect(1.02, 128) == (128, 128)  # nearly square rounds to the square
+    assert shape_for_aspect(100.0, 64) == (32, 640)  # never below 32 px: 64 / 10 = 6.4 -> 32
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(BGADError, match="aspect ratio"):
+            shape_for_aspect(bad, 128)
+
+
+def test_input_shape_takes_the_median_aspect_of_the_images(tmp_path: Path) -> None:
+    samples = []
+    for i, (h, w) in enumerate([(20, 48), (20, 50), (10, 80)]):  # aspects 2.4, 2.5, 8: the median is 2.5
+        samples.append(Sample(_png(tmp_path / f"{i}.png", _rgb(h, w)), "good", None))
+    # 2.5: √a = 1.581, 64 / 1.581 = 40.5 -> 48, 64 · 1.581 = 101.2 -> 96
+    assert input_shape(samples, 64) == shape_for_aspect(2.5, 64) == (48, 96)
+    assert input_shape(samples, 64, keep_aspect=False) == (64, 64)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(BGADError, match=r"could not read image .*bad\.png"):
+        input_shape(samples + [Sample(tmp_path / "bad.png", "good", None)], 64)
+
+
+def test_load_split_to_a_non_square_shape_keeps_the_mask_in_place(tmp_path: Path) -> None:
+    cat = tmp_path / "wide"
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[:10, :20] = 255  # the top-left quarter is white
+    _png(cat / "train" / "good" / "000.png", image)
+    _png(cat / "test" / "dent" / "000.png", image)
+    mask = np.zeros((20, 40), np.uint8)
+    mask[:10, :20] = 255  # and is the defect
+    _png(cat / "ground_truth" / "dent" / "000_mask.png", mask)
+    samples = load_category(tmp_path, "wide").test
+    images, masks, _ = load_split(samples, (16, 32))
+    assert images.shape == (1, 16, 32, 3) and masks.shape == (1, 16, 32)
+    expected = np.zeros((16, 32), bool)
+    expected[:8, :16] = True  # nearest neighbour: exactly the top-left quarter
+    np.testing.assert_array_equal(masks[0], expected)
+    assert images[0, :7, :15].min() == 1.0 and images[0, 9:, 17:].max() == 0.0
+    assert load_image(samples[0].path, (16, 32)).shape == (16, 32, 3)
+    with pytest.raises(BGADError, match=r"\(height, width\) pair"):
+        load_split(samples, (16, 0))
 
 
 # ---------------------------------------------------------------------------

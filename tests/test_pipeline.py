@@ -89,6 +89,44 @@ def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["config"]["seed"] == 1
 
 
+@pytest.fixture(scope="module")
+def wide_root(tiny_root, tmp_path_factory):
+    """The tiny brick set stretched to 64 x 128 (height x width): every image and mask twice as wide."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("wide")
+    for src in (tiny_root / "brick").rglob("*.png"):
+        dst = root / "brick" / src.relative_to(tiny_root / "brick")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(src) as img:
+            resample = Image.Resampling.NEAREST if "ground_truth" in src.parts else Image.Resampling.BILINEAR
+            img.resize((2 * img.width, img.height), resample).save(dst)
+    return root
+
+
+def test_non_square_images_keep_their_aspect_ratio(wide_root, tmp_path, capsys):
+    # aspect 2 at image_size 64: √2 = 1.414, 64 / 1.414 = 45.3 -> 48, 64 · 1.414 = 90.5 -> 96
+    cfg = tiny_config(wide_root, tmp_path, variants=("bgad",))
+    prep = pipeline.prepare(cfg, progress=False)
+    assert prep.image_hw == (48, 96) and prep.test_masks.shape[1:] == (48, 96)
+    assert [tuple(f.shape[2:]) for f in prep.train_features] == [(12, 24), (6, 12), (3, 6)]  # strides 4, 8, 16
+    assert prep.anomaly_masks.shape[1:] == (48, 96) and prep.test_masks.any()
+    ev = pipeline.evaluate(GaussianModel.fit(prep.raw_features("train")), prep)
+    assert ev["maps"].shape == (len(prep.test_images), 48, 96)
+    square = pipeline.prepare(tiny_config(wide_root, tmp_path, keep_aspect=False), progress=False)
+    assert square.image_hw == (64, 64) and [tuple(f.shape[2:]) for f in square.train_features][0] == (16, 16)
+    cfg.to_json(tmp_path / "cfg.json")
+    assert main(["run", "--config", str(tmp_path / "cfg.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "images resized to 48 x 96 (height x width)" in out
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["data"]["image_hw"] == [48, 96]
+    flows, saved, _ = load_checkpoint(tmp_path / "out" / "checkpoints" / "bgad", cfg)
+    assert saved.keep_aspect
+    with pytest.raises(BGADError, match="keep_aspect"):  # a model of other input shapes is refused
+        load_checkpoint(tmp_path / "out" / "checkpoints" / "bgad", tiny_config(wide_root, tmp_path, keep_aspect=False))
+
+
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["run", "--data", str(tmp_path / "nowhere"), "--category", "x", "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -169,6 +207,7 @@ def test_cli_flags_map_onto_the_config():
     assert config_from_args(_parser().parse_args(["run"])) == BGADConfig()
     assert BGADConfig().align_positions == "auto"
     assert config_from_args(_parser().parse_args(["run", "--align-positions", "on"])).align_positions == "on"
+    assert BGADConfig().keep_aspect and not config_from_args(_parser().parse_args(["run", "--square"])).keep_aspect
     with pytest.raises(SystemExit):  # argparse names the choices
         _parser().parse_args(["run", "--align-positions", "yes"])
 
