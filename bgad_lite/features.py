@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import BGADError
+from .images import as_hw
 from .runtime import atomic_write, seeded
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def create_backbone(name: str = OFFLINE_BACKBONE, out_indices: tuple[int, ...] =
 
 def feature_shapes(model: torch.nn.Module, image_size: int | tuple[int, int]) -> list[tuple[int, int, int]]:
     """(C_l, H_l, W_l) of each level for an input of ``image_size`` (one side: a square, or (h, w))."""
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    h, w = as_hw(image_size)
     return [(c, h // r, w // r)
             for c, r in zip(model.feature_info.channels(), model.feature_info.reduction())]
 

@@ -64,7 +64,7 @@ def _to_float_rgb(img: Image.Image) -> np.ndarray:
 
 def _resize_float(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float32 ``(H, W, C)`` array to ``(h, w, C)``."""
-    h, w = _hw(size)
+    h, w = as_hw(size)
     if array.shape[:2] == (h, w):
         return array.astype(np.float32, copy=False)
     channels = [
@@ -78,7 +78,7 @@ def _resize_float(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, axis=2), 0.0, 1.0).astype(np.float32)
 
 
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     """``(height, width)`` from one side length or a pair, checked."""
     try:
         hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
@@ -142,7 +142,7 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
     Raises:
         BGADError: the file cannot be read or decoded.
     """
-    _hw(size)
+    as_hw(size)
     return _resize_float(_to_float_rgb(_open_image(Path(path))), size)
 
 
@@ -166,7 +166,7 @@ def load_mask(
     Raises:
         BGADError: unreadable file, or the mask size differs from the image size.
     """
-    h, w = _hw(size)
+    h, w = as_hw(size)
     path = Path(path)
     img = _open_image(path)
     mask_hw = (img.height, img.width)
@@ -200,7 +200,7 @@ def load_split(samples: Sequence[Sample], size: int | tuple[int, int],
         BGADError: an unreadable file, an anomaly without ``mask_path``, or a
             mask whose size differs from its image.
     """
-    h, w = _hw(size)
+    h, w = as_hw(size)
     n = len(samples)
     images = np.zeros((n, h, w, 3), dtype=np.float32)
     masks = np.zeros((n, h, w), dtype=bool)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .config import BGADError
 from .flow import flow_logp
+from .images import as_hw
 
 
 def level_logps(flows, features: list[torch.Tensor], pos: list[torch.Tensor],
@@ -52,7 +53,7 @@ def anomaly_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], l
     """
     if level_ref is not None and len(level_ref) != len(logps):
         raise BGADError(f"got {len(logps)} levels but {len(level_ref)} normalisation values.")
-    hw = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+    hw = as_hw(image_size)
     total = None
     for j, lp in enumerate(logps):
         lp = lp.double()

@@ -114,3 +114,18 @@ def test_lowering_a_fiber_logp_raises_the_map_there(level_ref):
     assert (maps - base >= -1e-6).all()
     np.testing.assert_allclose(maps[0], base[0], atol=1e-6)
     assert image_scores(maps)[1] >= image_scores(base)[1]
+
+
+def test_non_square_maps_keep_each_cell_in_place():
+    # two levels of 2 x 4 and 1 x 2 cells upsampled to an 8 x 16 image; the fiber at row 0, column 3
+    # of level 0 sits one nat below its reference: A = 2 − (e^{-1} + 1) = 1 − e^{-1} at that cell's centre
+    lp0 = torch.zeros(1, 2, 4)
+    lp0[0, 0, 3] = -1.0
+    maps = anomaly_maps([lp0, torch.zeros(1, 1, 2)], (8, 16), [0.0, 0.0])
+    assert maps.shape == (1, 8, 16)
+    assert maps[0, 0, 15] == pytest.approx(1 - math.exp(-1), abs=1e-6) == pytest.approx(maps[0].max())
+    row, col = np.unravel_index(maps[0].argmax(), (8, 16))
+    assert row < 4 and col >= 12  # the peak lies in that cell's 4 x 4 block, the top-right one
+    assert np.abs(maps[0, :, :10]).max() < 1e-7  # bilinear reaches one cell to the left, no further
+    with pytest.raises(BGADError, match=r"\(height, width\) pair"):
+        anomaly_maps([lp0], (8, 16, 3), [0.0])
