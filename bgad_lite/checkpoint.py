@@ -18,6 +18,7 @@ is an error that names each difference.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -67,6 +68,8 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
     if not (path / "model.pt").exists() or not (path / "config.json").exists():
         raise BGADError(f"{path} is not a bgad-lite checkpoint (needs config.json and model.pt).")
     saved = BGADConfig.from_json(path / "config.json")
+    if "keep_aspect" not in json.loads((path / "config.json").read_text()):
+        saved = dataclasses.replace(saved, keep_aspect=False)  # written before keep_aspect: trained on squares
     if cfg is not None:
         # a random backbone (pretrained=False) is drawn under the seed: then the seed defines the features too
         keys = MODEL_KEYS + (() if saved.pretrained else ("seed",))

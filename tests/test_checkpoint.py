@@ -159,7 +159,8 @@ def test_standardisation_statistics_are_saved_and_v01_checkpoints_still_load(tmp
     old_cfg = dataclasses.replace(cfg, standardize=False)
     old = save_checkpoint(tmp_path / "old", _trained_like(old_cfg), old_cfg, CHANNELS, [0.0, 0.0])
     saved = json.loads((old / "config.json").read_text())
-    del saved["standardize"], saved["label_rule"], saved["label_fraction"]
+    del saved["standardize"], saved["label_rule"], saved["label_fraction"], saved["keep_aspect"]
     (old / "config.json").write_text(json.dumps(saved))
     flows_old, cfg_old, _ = load_checkpoint(old)
     assert not cfg_old.standardize and not hasattr(flows_old[0], "std")
+    assert cfg.keep_aspect and not cfg_old.keep_aspect  # no "keep_aspect" key: trained on squares
