@@ -19,9 +19,9 @@ SUBSETS = ("all", "seen", "unseen")
 METRICS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
 SENS_GRID = {"beta": (0.005, 0.01, 0.05, 0.1), "tau": (0.05, 0.1, 0.2), "n_anomalies": (1, 2, 5, 10)}
 BSDATA_IMAGE_SIZE = 160
-SIZE_NOTE = ("; at 128 px the nearest-neighbour resize erases two of the 5-px pitting masks, and `prepare` then "
-             "stops in `cutpaste` on an empty mask when such an image is drawn as a labelled anomaly; 160 px is the "
-             "smallest multiple of 16 at which every mask survives")
+SIZE_NOTE = ("; at 128 × 128 the nearest-neighbour resize erases two of the 5-px pitting masks (such an image still "
+             "counts as an anomaly, with no pixel to cut or score); 160 px is the smallest multiple of 16 at which "
+             "every mask survives as a square")
 SENS_LABEL = {"beta": "β", "tau": "τ", "n_anomalies": "k (labelled anomalies)"}
 
 
