@@ -25,7 +25,7 @@ from torch import nn
 
 from . import diagnostics
 from .checkpoint import save_checkpoint
-from .config import BGADConfig
+from .config import BGADConfig, BGADError
 from .evaluate import evaluate, model_logps
 from .features import fingerprint
 from .gaussian import GaussianModel
@@ -76,16 +76,25 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
 
     The training curve is kept beside the flows (``history.json``), so a notebook
     that loads them can still plot how they were trained.
+
+    An entry that does not load with ``cfg`` (written by an older version that lacked a
+    setting now asked for, e.g. ``keep_aspect``) is a cache miss: phase 1 is trained again
+    and the entry replaced, with a warning — a cache never stops a run.
     """
     from .checkpoint import load_checkpoint
 
     cfg = cfg or prep.cfg
     path = phase1_checkpoint_dir(prep, cfg)
     if phase1_is_cached(prep, cfg):
-        flows, _, _ = load_checkpoint(path, cfg)
-        log.info("phase 1: loaded %s", path)
-        history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
-        return flows, history
+        try:
+            flows, _, _ = load_checkpoint(path, cfg)
+        except BGADError as err:
+            log.warning("phase 1: the cached flows in %s do not fit these settings (%s); training them again",
+                        path, err)
+        else:
+            log.info("phase 1: loaded %s", path)
+            history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
+            return flows, history
     flows, history = fit_phase1(prep, cfg, progress)
     pos = [lv.pos for lv in prep.phase1_levels()]
     save_checkpoint(path, flows, cfg, prep.channels, normalisation_stats(level_logps(flows, prep.train_features, pos)))

@@ -329,3 +329,33 @@ def test_lr_phase2_sets_phase_2_alone(tiny_root, tmp_path):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # another phase-2 lr, other weights
     with pytest.raises(BGADError, match="lr_phase2"):
         tiny_config(tiny_root, tmp_path, lr_phase2=0.0)
+
+
+def test_phase1_cache_entry_from_an_older_version_is_retrained(tiny_root, tmp_path, caplog):
+    """A cached phase-1 checkpoint whose config.json predates ``keep_aspect`` loads as trained on
+    squares (keep_aspect=False), which the default settings refuse: the cache treats it as a miss,
+    trains phase 1 again (the same flows: same seed and data) and replaces the entry, instead of
+    stopping the run."""
+    import json
+    import logging
+
+    cfg = tiny_config(tiny_root, tmp_path)
+    assert cfg.keep_aspect
+    prep = pipeline.prepare(cfg, progress=False)
+    first, _ = pipeline.fit_phase1_cached(prep, progress=False)
+    path = pipeline.phase1_checkpoint_dir(prep)
+    saved = json.loads((path / "config.json").read_text())
+    del saved["keep_aspect"]
+    (path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(BGADError, match="keep_aspect"):
+        load_checkpoint(path, cfg)
+    with caplog.at_level(logging.WARNING, logger="bgad_lite.pipeline"):
+        again, _ = pipeline.fit_phase1_cached(prep, progress=False)
+    assert any("training them again" in r.getMessage() for r in caplog.records)
+    assert json.loads((path / "config.json").read_text())["keep_aspect"] is True  # the entry was replaced
+    sa, sb = first.state_dict(), again.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bgad_lite.pipeline"):
+        pipeline.fit_phase1_cached(prep, progress=False)
+    assert not caplog.records  # now a plain hit
