@@ -8,7 +8,9 @@ Sections (each one module):
 - ``speed``       end-to-end ``bgad-lite run``, cached features vs the official
                   backbone-every-epoch design, flow-training throughput vs matmul peak;
 - ``aupro``       the exact vectorised AUPRO vs an official-style 1000-threshold loop;
-- ``scaling``     time and memory as training images and image size grow.
+- ``scaling``     time and memory as training images and image size grow;
+- ``peers``       anomalib's PaDiM and PatchCore on the same splits, images and weights
+                  (only where anomalib is installed: ``pip install anomalib==2.7.0``).
 
 ``python -m benchmarks.options '{"align_positions": true}'`` measures one setting against the
 defaults' runs in ``benchmarks/results`` (unsupervised and bgad, every data set and seed).
@@ -19,4 +21,4 @@ each table carries the date and the machine.
 
 import bgad_lite  # noqa: F401,E402  (sets OMP_WAIT_POLICY before any benchmark imports torch)
 
-SECTIONS = ("accuracy", "bsdata", "sensitivity", "speed", "aupro", "scaling")
+SECTIONS = ("accuracy", "bsdata", "sensitivity", "speed", "aupro", "scaling", "peers")

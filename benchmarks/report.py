@@ -11,16 +11,18 @@ FULL_TARGET_S = 1800.0
 
 TITLES = {"accuracy": "Accuracy on the embedded textures", "bsdata": "Accuracy on real defects: bsdata (ball-screw pitting)",
           "sensitivity": "Sensitivity to β, τ and k", "speed": "Speed and cost", "aupro": "AUPRO: exact and fast",
-          "scaling": "Scaling with data and image size"}
+          "scaling": "Scaling with data and image size",
+          "peers": "Peers: anomalib's PaDiM and PatchCore on the same data"}
 PLOTS = {"accuracy": "accuracy.png", "sensitivity": "sensitivity.png", "scaling": "scaling.png"}
 
 
 def render_section(name: str, data: dict) -> str:
-    from . import accuracy, aupro_bench, scaling, speed
+    from . import accuracy, aupro_bench, peers, scaling, speed
 
     fn = {"accuracy": accuracy.render_accuracy, "bsdata": accuracy.render_bsdata,
           "sensitivity": accuracy.render_sensitivity, "speed": speed.render_speed,
-          "aupro": aupro_bench.render_aupro, "scaling": scaling.render_scaling}[name]
+          "aupro": aupro_bench.render_aupro, "scaling": scaling.render_scaling,
+          "peers": peers.render_peers}[name]
     return fn(data)
 
 

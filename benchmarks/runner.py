@@ -127,6 +127,18 @@ def main(argv=None) -> int:
     if "scaling" in sections:
         calls["scaling"] = ({"func": "benchmarks.scaling:measure_scaling", "kwargs": {
             "cache_dir": cache, "epochs": 2 if quick else 5}}, 11.0)
+    peer_jobs = []
+    if "peers" in sections:
+        from .peers import anomalib_version, peer_job
+
+        if anomalib_version() is not None:
+            for tex in textures:
+                for seed in seeds:
+                    peer_jobs.append(peer_job(tex, seed, base, cache))
+            for seed in (seeds if BSDATA_ROOT.is_dir() else ()):
+                peer_jobs.append(peer_job("bsdata", seed, clean({**base, "image_size": acc.BSDATA_IMAGE_SIZE}), cache))
+        for job in peer_jobs:  # after the training jobs, which extract the features they read
+            runner.add(job, priority=1.0)
     for name, (job, prio) in calls.items():
         # the end-to-end run is timed alone: its target is for the 2-core machine, not half of it
         runner.add({"kind": "call", **job}, priority=prio, exclusive=name == "e2e")
@@ -177,6 +189,16 @@ def main(argv=None) -> int:
         if not quick and "error" not in data:
             from .scaling import plot_scaling
             plot_scaling(data, out_dir / "scaling.png")
+
+    if "peers" in sections:
+        from .common import read_json
+        from .peers import anomalib_version, summarise_peers
+
+        if anomalib_version() is None:
+            save("peers", {"absent": "anomalib is not installed in this environment (pip install anomalib==2.7.0)"})
+        else:
+            save("peers", summarise_peers(runner, peer_jobs, stamp, read_json(out_dir / "accuracy.json"),
+                                          read_json(out_dir / "bsdata.json")))
 
     total = time.perf_counter() - t_start
     skipped = [f"bsdata seed {j['seed']}" if j.get("dataset") else str(j) for j in runner.skipped]

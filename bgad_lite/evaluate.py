@@ -52,6 +52,14 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
     test_logps = model_logps(model, test, cfg)
     maps = anomaly_maps(test_logps, prep.image_hw, level_ref if cfg.score_norm == "train" else None)
     scores = image_scores(maps, cfg.score_top)
+    return {"metrics": split_metrics(maps, scores, prep), "maps": maps, "scores": scores, "test_logps": test_logps,
+            "train_logps": train_logps, "level_ref": level_ref}
+
+
+def split_metrics(maps: np.ndarray, scores: np.ndarray, prep: Prepared) -> dict:
+    """Image AUROC, pixel AUROC and AUPRO of (N_test, h, w) maps and (N_test,) image scores of
+    ``prep``'s test set: on all test images, on the normals + seen-type anomalies ("seen"), the
+    normals + unseen-type anomalies ("unseen"), and per defect type (image AUROC and AUPRO)."""
     groups = image_groups(prep)  # (N_test,) normal / seen / unseen
     good = groups == NORMAL
     subsets = {"all": np.ones(len(scores), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}
@@ -64,5 +72,4 @@ def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
         sel = good | (prep.test_types == t)
         out["per_type"][t] = {"image_auroc": metrics.image_auroc(scores[sel], prep.test_labels[sel]),
                               "aupro": metrics.aupro(maps[sel], prep.test_masks[sel])}
-    return {"metrics": out, "maps": maps, "scores": scores, "test_logps": test_logps,
-            "train_logps": train_logps, "level_ref": level_ref}
+    return out

@@ -354,3 +354,79 @@ def test_options_reject_a_bad_override_with_a_clear_message(capsys):
                       ("{}", "non-empty"), ('{"beta": 2}', "beta must lie")):
         assert main([bad]) == 2
         assert says in capsys.readouterr().err
+
+
+def _peer_metrics(a, s=None, u=None, px=0.9, pro=0.7):
+    out = {"all": {"image_auroc": a, "pixel_auroc": px, "aupro": pro}}
+    if s is not None:
+        out["seen"] = {"image_auroc": s, "pixel_auroc": px, "aupro": pro}
+    if u is not None:
+        out["unseen"] = {"image_auroc": u, "pixel_auroc": px, "aupro": pro}
+    return out
+
+
+def test_peers_table_pairs_the_peers_with_bgad_lites_runs_of_the_same_seeds():
+    """Two seeds of PaDiM / PatchCore on grass beside bgad-lite's runs: means ± sample std by hand,
+    a bgad-lite run of a seed the peers did not run is left out, a data set without bgad-lite
+    runs still shows the peers, and a job that failed is listed."""
+    from types import SimpleNamespace
+
+    from benchmarks.peers import peer_job, render_peers, summarise_peers
+
+    jobs = [peer_job("grass", 0, {}, "c"), peer_job("grass", 1, {}, "c"), peer_job("bsdata", 0, {}, "c"),
+            peer_job("gravel", 0, {}, "c")]
+
+    def peer_run(ds, seed, pad, pc):
+        return {"dataset": ds, "seed": seed, "anomalib": "2.7.0", "image_hw": [128, 128], "prepare_s": 1.0,
+                "peers": {"padim": {"metrics": pad, "fit_s": 2.0}, "patchcore": {"metrics": pc, "fit_s": 30.0}}}
+
+    results = [peer_run("grass", 0, _peer_metrics(0.70, 0.80, 0.60), _peer_metrics(0.80, 0.90, 0.75)),
+               peer_run("grass", 1, _peer_metrics(0.74, 0.84, 0.64), _peer_metrics(0.84, 0.86, 0.79)),
+               peer_run("bsdata", 0, _peer_metrics(0.95, 0.95), _peer_metrics(0.94, 0.94)),
+               {"error": "RuntimeError: boom"}]
+    runner = SimpleNamespace(result=lambda job: results[jobs.index(job)])
+    ours = {"runs": [{"dataset": "grass", "seed": s, "variant": v, "metrics": _peer_metrics(a, a + 0.1, a - 0.1),
+                      "fit_s": 50.0} for s, v, a in ((0, "bgad", 0.86), (1, "bgad", 0.88), (2, "bgad", 0.10),
+                                                     (0, "naive_push", 0.5))]}
+    machine = {"date": "2026-11-30T15:00:00", "processor": "x86_64", "cpu_model": "cpu", "cpu_count": 2,
+               "python": "3.11", "torch": "2.14.1", "omp_wait_policy": "PASSIVE", "torch_threads": "1"}
+    data = summarise_peers(runner, jobs, machine, ours, None)
+    assert data["anomalib"] == "2.7.0" and len(data["runs"]) == 3
+    assert data["errors"] == [{"dataset": "gravel", "seed": 0, "error": "RuntimeError: boom"}]
+    assert set(data["ours"]) == {"grass"} and set(data["ours"]["grass"]) == {"bgad"}  # naive_push is not a row
+    text = render_peers(data)
+    cells = {}  # (data set, model) -> the row's cells; the data set is named on its first row only
+    ds = None
+    for line in text.splitlines():
+        if line.startswith("| ") and "(" in line:
+            row = [c.strip() for c in line.strip("|").split("|")]
+            ds = row[0].split(" ")[0] or ds
+            cells[(ds, row[1])] = row[2:]
+    # padim on grass, seeds 0 and 1: all 0.72 ± 0.028, seen 0.82 ± 0.028, unseen 0.62 ± 0.028, fit 2 s
+    assert cells[("grass", "padim (anomalib)")] == ["0.720 ± 0.028", "0.820 ± 0.028", "0.620 ± 0.028",
+                                                   "0.900 ± 0.000", "0.700 ± 0.000", "2"]
+    assert "grass (128 × 128, seeds 0, 1)" in text
+    # bgad-lite's seed 2 is not among the peers' seeds: left out
+    assert cells[("grass", "bgad (bgad-lite)")][:3] == ["0.870 ± 0.014", "0.970 ± 0.014", "0.770 ± 0.014"]
+    assert ("grass", "gaussian (bgad-lite)") not in cells  # no such run in the section
+    assert cells[("bsdata", "patchcore (anomalib)")][:3] == ["0.940", "0.940", "–"]  # one seed, no unseen type
+    assert ("bsdata", "bgad (bgad-lite)") not in cells
+    assert "Error on gravel seed 0: RuntimeError: boom" in text
+    assert render_peers({"absent": "anomalib is not installed"}) == "Not measured: anomalib is not installed."
+
+
+def test_peers_run_padim_and_patchcore_on_the_library_data_when_anomalib_is_installed(tiny_root, tmp_path):
+    """Where anomalib is installed: both peers fit the tiny set and give a map per test image at the
+    input shape and metrics in the library's format."""
+    pytest.importorskip("anomalib")
+    from benchmarks.peers import PEERS, run_peer
+    from bgad_lite import pipeline
+    from bgad_lite.evaluate import split_metrics
+
+    from test_pipeline import tiny_config
+
+    prep = pipeline.prepare(tiny_config(tiny_root, tmp_path), progress=False)
+    for name in PEERS:
+        maps, scores, _, _ = run_peer(name, prep, 0)
+        assert maps.shape == (len(prep.test_images), *prep.image_hw) and scores.shape == (len(prep.test_images),)
+        assert set(split_metrics(maps, scores, prep)["all"]) == {"image_auroc", "pixel_auroc", "aupro"}
