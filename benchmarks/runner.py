@@ -195,7 +195,12 @@ def main(argv=None) -> int:
         from .peers import anomalib_version, summarise_peers
 
         if anomalib_version() is None:
-            save("peers", {"absent": "anomalib is not installed in this environment (pip install anomalib==2.7.0)"})
+            kept = read_json(out_dir / "peers.json")
+            if kept and kept.get("runs"):  # measured where anomalib was installed: not replaced by a note
+                print(f"peers: anomalib is not installed here; {out_dir / 'peers.json'} (measured "
+                      f"{kept['machine']['date']}) is kept", flush=True)
+            else:
+                save("peers", {"absent": "anomalib is not installed in this environment (pip install anomalib==2.7.0)"})
         else:
             save("peers", summarise_peers(runner, peer_jobs, stamp, read_json(out_dir / "accuracy.json"),
                                           read_json(out_dir / "bsdata.json")))

@@ -430,3 +430,28 @@ def test_peers_run_padim_and_patchcore_on_the_library_data_when_anomalib_is_inst
         maps, scores, _, _ = run_peer(name, prep, 0)
         assert maps.shape == (len(prep.test_images), *prep.image_hw) and scores.shape == (len(prep.test_images),)
         assert set(split_metrics(maps, scores, prep)["all"]) == {"image_auroc", "pixel_auroc", "aupro"}
+
+
+def test_peers_section_without_anomalib_notes_it_and_keeps_a_measured_table(tmp_path, monkeypatch):
+    """Without anomalib, `--only peers` writes a note — but a peers.json measured where anomalib was
+    installed stays as it was (a run in the project's environment must not erase it)."""
+    import json
+
+    import benchmarks.peers as peers
+    from benchmarks.runner import main as bench_main
+
+    monkeypatch.setattr(peers, "anomalib_version", lambda: None)
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    assert bench_main(["--only", "peers", "--out", str(empty), "--workers", "1"]) == 0
+    assert "absent" in json.loads((empty / "peers.json").read_text())
+    assert "Not measured: anomalib is not installed" in (empty / "RESULTS.md").read_text()
+    kept.mkdir()
+    machine = {"date": "2026-11-30T15:00:00", "processor": "x86_64", "cpu_model": "cpu", "cpu_count": 2,
+               "python": "3.11", "torch": "2.14.1", "omp_wait_policy": "PASSIVE", "torch_threads": "1"}
+    run = {"dataset": "grass", "seed": 0, "anomalib": "2.7.0", "image_hw": [128, 128], "prepare_s": 1.0,
+           "peers": {p: {"metrics": _peer_metrics(0.8), "fit_s": 1.0} for p in peers.PEERS}}
+    write_json(kept / "peers.json", {"machine": machine, "anomalib": "2.7.0", "runs": [run], "errors": [], "ours": {}})
+    before = (kept / "peers.json").read_text()
+    assert bench_main(["--only", "peers", "--out", str(kept), "--workers", "1"]) == 0
+    assert "| grass (128 × 128, seeds 0) | padim (anomalib) | 0.800 |" in (kept / "RESULTS.md").read_text()
+    assert (kept / "peers.json").read_text() == before
