@@ -217,7 +217,9 @@ def render_peers(data: dict) -> str:
              f"{PADIM_FEATURES} random channels of 176; PatchCore: levels `blocks.2/4`, a "
              f"{CORESET_RATIO:.0%} coreset. Neither uses the labelled anomalies. bgad-lite's rows are the runs of "
              "the accuracy sections in this results folder (same seeds). Mean ± std over seeds; fit s: wall seconds "
-             "to fit in a one-thread worker (flows: phase 2 only; phase 1 is in the accuracy sections).", ""]
+             "to fit in a one-thread worker (flows: phase 2 only; phase 1 is in the accuracy sections). PatchCore's "
+             "is mostly its greedy coreset, slowed by page faults here: glibc's mmap threshold is fixed so that "
+             "the coreset's temporaries are returned at once (`benchmarks/peers.py` says why).", ""]
     headers = ["data set", "model", "image AUROC all", "seen", "unseen", "pixel AUROC", "AUPRO", "fit s"]
     rows = []
     for ds in sorted({r["dataset"] for r in data["runs"]}):
