@@ -58,11 +58,12 @@ def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, cha
     return path
 
 
-def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
-    """Load a checkpoint -> (flows, saved config, payload dict); ``payload["alignment"]`` is a
-    list of :class:`~bgad_lite.align.LevelAlignment` or None.
+def saved_config(path: str | Path, cfg: BGADConfig | None = None) -> BGADConfig:
+    """The config a checkpoint was written with, without loading its weights.
 
-    If ``cfg`` is given, its model-defining settings must match the saved ones.
+    A config.json older than ``keep_aspect`` reads as ``keep_aspect=False`` (trained on
+    squares). If ``cfg`` is given, its model-defining settings (``MODEL_KEYS``) must match the
+    saved ones: otherwise a BGADError names each difference.
     """
     path = Path(path)
     if not (path / "model.pt").exists() or not (path / "config.json").exists():
@@ -78,6 +79,17 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
             lines = ", ".join(f"{k}: saved {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
             raise BGADError(f"checkpoint {path} was built with other settings ({lines}). "
                             "Use the saved config (returned by load_checkpoint) or retrain.")
+    return saved
+
+
+def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
+    """Load a checkpoint -> (flows, saved config, payload dict); ``payload["alignment"]`` is a
+    list of :class:`~bgad_lite.align.LevelAlignment` or None.
+
+    If ``cfg`` is given, its model-defining settings must match the saved ones.
+    """
+    path = Path(path)
+    saved = saved_config(path, cfg)
     payload = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     if saved.standardize and not any(k.endswith(".std") for k in payload["flows"]):
         # written by v0.1, before flows were standardised (its config.json has no such key)

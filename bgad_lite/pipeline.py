@@ -67,7 +67,21 @@ def phase1_checkpoint_dir(prep: Prepared, cfg: BGADConfig | None = None) -> Path
 
 def phase1_is_cached(prep: Prepared, cfg: BGADConfig | None = None) -> bool:
     """Whether :func:`fit_phase1_cached` will load phase 1 instead of training it."""
-    return (phase1_checkpoint_dir(prep, cfg) / "model.pt").exists()
+    return (phase1_checkpoint_dir(prep, cfg) / "model.pt").exists() and _stale_phase1(prep, cfg) is None
+
+
+def _stale_phase1(prep: Prepared, cfg: BGADConfig | None = None) -> str | None:
+    """Why the cached phase-1 entry does not fit ``cfg`` (None: it fits, or there is none)."""
+    from .checkpoint import saved_config
+
+    path = phase1_checkpoint_dir(prep, cfg)
+    if not (path / "model.pt").exists():
+        return None
+    try:
+        saved_config(path, cfg or prep.cfg)
+    except BGADError as err:
+        return str(err)
+    return None
 
 
 def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
@@ -85,16 +99,14 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
 
     cfg = cfg or prep.cfg
     path = phase1_checkpoint_dir(prep, cfg)
-    if phase1_is_cached(prep, cfg):
-        try:
-            flows, _, _ = load_checkpoint(path, cfg)
-        except BGADError as err:
-            log.warning("phase 1: the cached flows in %s do not fit these settings (%s); training them again",
-                        path, err)
-        else:
-            log.info("phase 1: loaded %s", path)
-            history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
-            return flows, history
+    stale = _stale_phase1(prep, cfg)
+    if stale:
+        log.warning("phase 1: the cached flows in %s do not fit these settings (%s); training them again", path, stale)
+    elif phase1_is_cached(prep, cfg):
+        flows, _, _ = load_checkpoint(path, cfg)
+        log.info("phase 1: loaded %s", path)
+        history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
+        return flows, history
     flows, history = fit_phase1(prep, cfg, progress)
     pos = [lv.pos for lv in prep.phase1_levels()]
     save_checkpoint(path, flows, cfg, prep.channels, normalisation_stats(level_logps(flows, prep.train_features, pos)))

@@ -349,6 +349,7 @@ def test_phase1_cache_entry_from_an_older_version_is_retrained(tiny_root, tmp_pa
     (path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(BGADError, match="keep_aspect"):
         load_checkpoint(path, cfg)
+    assert not pipeline.phase1_is_cached(prep)  # so run() reports phase 1 as trained, not loaded
     with caplog.at_level(logging.WARNING, logger="bgad_lite.pipeline"):
         again, _ = pipeline.fit_phase1_cached(prep, progress=False)
     assert any("training them again" in r.getMessage() for r in caplog.records)
@@ -358,4 +359,4 @@ def test_phase1_cache_entry_from_an_older_version_is_retrained(tiny_root, tmp_pa
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="bgad_lite.pipeline"):
         pipeline.fit_phase1_cached(prep, progress=False)
-    assert not caplog.records  # now a plain hit
+    assert not caplog.records and pipeline.phase1_is_cached(prep)  # now a plain hit
