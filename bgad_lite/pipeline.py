@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import diagnostics
-from .checkpoint import save_checkpoint
+from .checkpoint import save_checkpoint, saved_config
 from .config import BGADConfig, BGADError
 from .evaluate import evaluate, model_logps
 from .features import fingerprint
@@ -72,8 +72,6 @@ def phase1_is_cached(prep: Prepared, cfg: BGADConfig | None = None) -> bool:
 
 def _stale_phase1(prep: Prepared, cfg: BGADConfig | None = None) -> str | None:
     """Why the cached phase-1 entry does not fit ``cfg`` (None: it fits, or there is none)."""
-    from .checkpoint import saved_config
-
     path = phase1_checkpoint_dir(prep, cfg)
     if not (path / "model.pt").exists():
         return None
