@@ -100,7 +100,7 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
     stale = _stale_phase1(prep, cfg)
     if stale:
         log.warning("phase 1: the cached flows in %s do not fit these settings (%s); training them again", path, stale)
-    elif phase1_is_cached(prep, cfg):
+    elif (path / "model.pt").exists():
         flows, _, _ = load_checkpoint(path, cfg)
         log.info("phase 1: loaded %s", path)
         history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
