@@ -16,6 +16,32 @@ TITLES = {"accuracy": "Accuracy on the embedded textures", "bsdata": "Accuracy o
 PLOTS = {"accuracy": "accuracy.png", "sensitivity": "sensitivity.png", "scaling": "scaling.png"}
 
 
+# Settings of a run, not of the method: a section measured on another data set or seed is not stale.
+RUN_KEYS = frozenset({"data_dir", "category", "seed", "device", "cache_dir", "out_dir", "variants", "seen_types"})
+
+
+def stale_defaults(data: dict, current: dict | None = None) -> list[str]:
+    """Where the library defaults a section was measured with differ from today's, one phrase each:
+    ``"n_cutpaste 60 (now 120)"``, or ``"keep_aspect (added since; now True)"`` for a setting its JSON does not
+    have. Empty when they agree, or when the JSON does not say what its defaults were (older sections)."""
+    saved = data.get("defaults")
+    if not saved:
+        return []
+    if current is None:
+        from bgad_lite.config import BGADConfig
+
+        current = BGADConfig().to_dict()
+    out = []
+    for key in sorted(set(current) - RUN_KEYS):
+        if key not in saved:
+            # the sensitivity sweep records only its centre values (β, τ, k): nothing to say about the rest
+            if len(saved) >= len(current) // 2:
+                out.append(f"{key} (added since; now {current[key]!r})")
+        elif saved[key] != current[key]:
+            out.append(f"{key} {saved[key]!r} (now {current[key]!r})")
+    return out
+
+
 def render_section(name: str, data: dict) -> str:
     from . import accuracy, aupro_bench, peers, scaling, speed
 
@@ -54,7 +80,12 @@ def write_results_md(out_dir: Path, md_path: Path, order) -> str:
         data = read_json(out_dir / f"{name}.json")
         if data is None:
             continue
-        parts += [f"## {TITLES[name]}", "", render_section(name, data), ""]
+        parts += [f"## {TITLES[name]}", ""]
+        stale = stale_defaults(data)
+        if stale:
+            parts += [f"> **Measured at other library defaults than today's**: {'; '.join(stale)}. Run this section "
+                      "again to measure today's.", ""]
+        parts += [render_section(name, data), ""]
         if name in PLOTS and (out_dir / PLOTS[name]).exists():
             parts += [f"![{TITLES[name]}]({rel}/{PLOTS[name]})", ""]
     text = "\n".join(parts).rstrip() + "\n"

@@ -455,3 +455,31 @@ def test_peers_section_without_anomalib_notes_it_and_keeps_a_measured_table(tmp_
     assert bench_main(["--only", "peers", "--out", str(kept), "--workers", "1"]) == 0
     assert "| grass (128 × 128, seeds 0) | padim (anomalib) | 0.800 |" in (kept / "RESULTS.md").read_text()
     assert (kept / "peers.json").read_text() == before
+
+
+def test_a_section_measured_at_other_defaults_says_so(tmp_path):
+    from bgad_lite.config import BGADConfig
+    from benchmarks.report import stale_defaults
+
+    now = BGADConfig().to_dict()
+    assert stale_defaults({"defaults": dict(now)}) == []
+    assert stale_defaults({}) == []  # a section that never said what its defaults were
+    old = {**now, "n_cutpaste": now["n_cutpaste"] + 1, "seed": 3, "category": "gravel"}  # run settings: not defaults
+    del old["keep_aspect"]
+    expected = [f"keep_aspect (added since; now {now['keep_aspect']!r})",
+                f"n_cutpaste {now['n_cutpaste'] + 1} (now {now['n_cutpaste']})"]
+    assert stale_defaults({"defaults": old}) == expected
+    # the sensitivity sweep records only its centre values: only those are compared
+    centre = {k: now[k] for k in ("beta", "tau", "n_anomalies")}
+    assert stale_defaults({"defaults": centre}) == []
+    assert stale_defaults({"defaults": {**centre, "beta": 0.5}}) == [f"beta 0.5 (now {now['beta']})"]
+
+    data = _texture_data()
+    data["target"] = accuracy_target(data)
+    data["defaults"] = old
+    write_json(tmp_path / "accuracy.json", data)
+    md = write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy"])
+    assert f"> **Measured at other library defaults than today's**: {'; '.join(expected)}." in md
+    data["defaults"] = now
+    write_json(tmp_path / "accuracy.json", data)
+    assert "other library defaults" not in write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy"])
