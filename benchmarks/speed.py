@@ -66,11 +66,17 @@ def measure_e2e(fast: bool = False) -> dict:
         summary = json.loads(res_path.read_text()) if res_path.exists() else {}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"command": " ".join(["bgad-lite"] + cmd[1 if exe else 3:]), "fast": fast, "rc": r["rc"],
-            "wall_s": r["wall_s"], "peak_rss_mb": r["maxrss_kb"] / 1024, "cpu_s": r["user_s"] + r["sys_s"],
-            "timings_s": summary.get("timings_s", {}), "results": summary.get("results", {}),
-            "phase1_from_cache": summary.get("phase1_from_cache"),
-            "stderr_tail": r["stderr_tail"] if r["rc"] else ""}
+    out = {"command": " ".join(["bgad-lite"] + cmd[1 if exe else 3:]), "fast": fast, "rc": r["rc"],
+           "wall_s": r["wall_s"], "peak_rss_mb": r["maxrss_kb"] / 1024, "cpu_s": r["user_s"] + r["sys_s"],
+           "timings_s": summary.get("timings_s", {}), "results": summary.get("results", {}),
+           "phase1_from_cache": summary.get("phase1_from_cache"),
+           "stderr_tail": r["stderr_tail"] if r["rc"] else ""}
+    if r["rc"] or not summary:
+        # a command that failed at once is not a fast run: no time or memory figure may be read as met
+        tail = " | ".join(r["stderr_tail"].strip().splitlines()[-3:]) or "no stderr"
+        out["error"] = (f"`{out['command']}` exited with code {r['rc']} after {r['wall_s']:.0f} s"
+                        + ("" if summary else " and wrote no results.json") + f": {tail}")
+    return out
 
 
 # ---------------------------------------------------------------------------

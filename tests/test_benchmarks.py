@@ -483,3 +483,21 @@ def test_a_section_measured_at_other_defaults_says_so(tmp_path):
     data["defaults"] = now
     write_json(tmp_path / "accuracy.json", data)
     assert "other library defaults" not in write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy"])
+
+
+def test_a_failed_end_to_end_run_is_an_error_not_a_fast_run(monkeypatch, tmp_path):
+    from benchmarks import speed
+    from benchmarks.report import targets_summary
+
+    # the command's entry point broken (as after an editable install's source was removed): it exits at once
+    monkeypatch.setattr(speed, "run_with_rusage", lambda *a, **k: {
+        "rc": 1, "wall_s": 0.4, "maxrss_kb": 30_000, "user_s": 0.3, "sys_s": 0.05,
+        "stderr_tail": "Traceback (most recent call last):\nModuleNotFoundError: No module named 'bgad_lite'\n"})
+    e = speed.measure_e2e()
+    assert e["rc"] == 1 and "exited with code 1" in e["error"] and "No module named 'bgad_lite'" in e["error"]
+    machine = {"date": "2026-11-30T00:00:00", "processor": "x86_64", "cpu_model": "test", "cpu_count": 2,
+               "python": "3.11", "torch": "2", "torch_threads": "1", "omp_wait_policy": "PASSIVE"}
+    write_json(tmp_path / "speed.json", {"machine": machine, "e2e": e, "mode": "full"})
+    md = speed.render_speed({"machine": machine, "e2e": e})
+    assert "ERROR:" in md and "met" not in md
+    assert not any("bgad-lite run" in line for line in targets_summary(tmp_path))
