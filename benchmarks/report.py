@@ -31,11 +31,12 @@ def stale_defaults(data: dict, current: dict | None = None) -> list[str]:
         from bgad_lite.config import BGADConfig
 
         current = BGADConfig().to_dict()
+    # the sensitivity sweep records only its centre values (β, τ, k): such a JSON is compared on those alone
+    partial = len(saved) < len(current) // 2
     out = []
     for key in sorted(set(current) - RUN_KEYS):
         if key not in saved:
-            # the sensitivity sweep records only its centre values (β, τ, k): nothing to say about the rest
-            if len(saved) >= len(current) // 2:
+            if not partial:
                 out.append(f"{key} (added since; now {current[key]!r})")
         elif saved[key] != current[key]:
             out.append(f"{key} {saved[key]!r} (now {current[key]!r})")
