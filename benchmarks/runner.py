@@ -13,7 +13,7 @@ from pathlib import Path
 from bgad_lite.config import PRESETS
 
 from . import SECTIONS
-from .common import BENCH_DIR, DEFAULT_CACHE, DEFAULT_OUT, machine, write_json
+from .common import BENCH_DIR, DEFAULT_CACHE, DEFAULT_OUT, machine, read_json, write_json
 
 QUICK_SECTIONS = ("accuracy", "speed", "aupro")
 QUICK_OVERRIDES = dict(PRESETS["fast"])  # as `bgad-lite run --fast`
@@ -191,7 +191,6 @@ def main(argv=None) -> int:
             plot_scaling(data, out_dir / "scaling.png")
 
     if "peers" in sections:
-        from .common import read_json
         from .peers import anomalib_version, summarise_peers
 
         if anomalib_version() is None:
@@ -214,7 +213,6 @@ def main(argv=None) -> int:
 
     print()
     for name in written:
-        from .common import read_json
         print(f"## {TITLES[name]}\n\n{render_section(name, read_json(out_dir / f'{name}.json'))}\n", flush=True)
     write_results_md(out_dir, md_path, SECTIONS)
     print(f"wrote {md_path} and {out_dir}/*.json; total wall time {total:.0f} s ({total / 60:.1f} min)")

@@ -68,8 +68,9 @@ def saved_config(path: str | Path, cfg: BGADConfig | None = None) -> BGADConfig:
     path = Path(path)
     if not (path / "model.pt").exists() or not (path / "config.json").exists():
         raise BGADError(f"{path} is not a bgad-lite checkpoint (needs config.json and model.pt).")
-    saved = BGADConfig.from_json(path / "config.json")
-    if "keep_aspect" not in json.loads((path / "config.json").read_text()):
+    text = (path / "config.json").read_text()
+    saved = BGADConfig.from_json(text)
+    if "keep_aspect" not in json.loads(text):
         saved = dataclasses.replace(saved, keep_aspect=False)  # written before keep_aspect: trained on squares
     if cfg is not None:
         # a random backbone (pretrained=False) is drawn under the seed: then the seed defines the features too
