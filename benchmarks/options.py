@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     from .jobs import BSDATA_ROOT, JobRunner
 
     from bgad_lite.prepare import default_data_root
-    from bgad_lite.textures import make_texture_dataset
+    from bgad_lite.data.textures import make_texture_dataset
 
     datasets = [d for d in args.datasets.split(",") if d != "bsdata" or BSDATA_ROOT.is_dir()]
     for tex in (d for d in datasets if d != "bsdata"):

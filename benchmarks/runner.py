@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     # heavy imports only now (OMP_WAIT_POLICY is set by __main__)
     from bgad_lite import BGADConfig
     from bgad_lite.prepare import default_data_root
-    from bgad_lite.textures import make_texture_dataset
+    from bgad_lite.data.textures import make_texture_dataset
 
     from . import accuracy as acc
     from .jobs import BSDATA_ROOT, JobRunner

@@ -25,7 +25,7 @@ SIZES = (128, 256)
 
 def scaling_data(cache_dir: Path, n_max: int = 400) -> Path:
     """The grass set with ``n_max`` training images (generated once), and per-n symlink roots."""
-    from bgad_lite.textures import make_texture_dataset
+    from bgad_lite.data.textures import make_texture_dataset
 
     root = Path(cache_dir) / f"scaling-data-{n_max}"
     make_texture_dataset(root, "grass", seed=0, n_train=n_max, n_test_good=10, n_per_type=5, size=256,

@@ -108,10 +108,10 @@ class OnTheFlyFeatures:
 
 
 def _training_images(n: int, size: int):
-    from bgad_lite.data import load_category
-    from bgad_lite.images import load_split
+    from bgad_lite.data.layout import load_category
+    from bgad_lite.data.images import load_split
     from bgad_lite.prepare import default_data_root
-    from bgad_lite.textures import make_texture_dataset
+    from bgad_lite.data.textures import make_texture_dataset
 
     root = default_data_root()
     make_texture_dataset(root, "grass", seed=0, progress=False)

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import BGADError
 
     if args.command == "student":
-        from .student import stale_student_copies, write_student_copies
+        from .course.student import stale_student_copies, write_student_copies
 
         if args.check:
             stale = stale_student_copies()
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "slides":
-        from .slides import write_slides
+        from .course.slides import write_slides
 
         try:
             paths = write_slides(args.out, category=args.category, cache_dir=args.cache, dpi=args.dpi,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "notebooks":
-        from .notebooks import run_notebooks
+        from .course.notebooks import run_notebooks
 
         try:
             times = run_notebooks(args.out, smoke=not args.full, names=args.only, student=args.student)

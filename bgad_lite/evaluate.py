@@ -15,7 +15,7 @@ from . import metrics
 from .config import BGADConfig
 from .flow import positional_encoding_2d
 from .gaussian import GaussianModel
-from .margins import NORMAL, SEEN, UNSEEN, image_groups
+from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups
 from .prepare import Prepared
 from .runtime import with_device
 from .scoring import anomaly_maps, image_scores, level_logps, normalisation_stats

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import BGADError
-from .images import as_hw
+from .data.images import as_hw
 from .runtime import atomic_write, seeded
 
 log = logging.getLogger(__name__)

@@ -182,7 +182,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     Writes ``<out_dir>/results.json``, ``<out_dir>/figures/*.png`` and a checkpoint per
     variant under ``<out_dir>/checkpoints/``; returns the results dict.
     """
-    from . import plots
+    from .explore import plots
 
     cfg = cfg or BGADConfig()
     t_start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 :func:`prepare` turns a :class:`~bgad_lite.config.BGADConfig` into a :class:`Prepared`:
 normal training images, the k labelled anomalies with their flips and CutPastes
-(:mod:`bgad_lite.augment`), the test set that is left (:mod:`bgad_lite.fewshot`),
+(:mod:`bgad_lite.data.augment`), the test set that is left (:mod:`bgad_lite.data.fewshot`),
 and the backbone features of all three (:mod:`bgad_lite.features`, cached on disk).
 Everything after it — training, scoring — reads only this object.
 """
@@ -19,15 +19,15 @@ import numpy as np
 import torch
 
 from . import align
-from .augment import synthesise_anomalies
+from .data.augment import synthesise_anomalies
 from .config import BGADConfig
-from .data import Category, load_category, with_groups
+from .data.layout import Category, load_category, with_groups
 from .features import cached_features, create_backbone, fingerprint
-from .fewshot import FewShotSplit, few_shot_split
+from .data.fewshot import FewShotSplit, few_shot_split
 from .flow import fiber_labels
-from .images import input_shape, load_split
+from .data.images import input_shape, load_split
 from .runtime import resolve_device
-from .textures import DEFAULT_SEEN_TYPES, make_texture_dataset
+from .data.textures import DEFAULT_SEEN_TYPES, make_texture_dataset
 from .train import LevelData, make_levels
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .config import BGADError
 from .flow import flow_logp
-from .images import as_hw
+from .data.images import as_hw
 
 
 def level_logps(flows, features: list[torch.Tensor], pos: list[torch.Tensor],

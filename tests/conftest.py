@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """A small generated brick data set (64 px) for end-to-end runs (tests/test_pipeline.py's tiny_config)."""
-    from bgad_lite.textures import make_texture_dataset
+    from bgad_lite.data.textures import make_texture_dataset
 
     root = tmp_path_factory.mktemp("data")
     make_texture_dataset(root, "brick", seed=3, n_train=8, n_test_good=4, n_per_type=3, size=64)

@@ -1,11 +1,11 @@
-"""Tests of bgad_lite.augment: CutPaste and flips of the labelled anomalies."""
+"""Tests of bgad_lite.data.augment: CutPaste and flips of the labelled anomalies."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bgad_lite.augment import cutpaste, flip_augment
+from bgad_lite.data.augment import cutpaste, flip_augment
 from bgad_lite.config import BGADError
 
 

@@ -129,10 +129,10 @@ def test_presets_and_their_errors():
     assert cfg.backbone == "tf_efficientnet_b6" and cfg.image_size == 128
     fast = config_from_args(_parser().parse_args(["run", "--fast"]))
     assert {k: getattr(fast, k) for k in PRESETS["fast"]} == PRESETS["fast"]
-    from bgad_lite import course
-    assert course.make_config(preset="paper").n_blocks == 8
+    from bgad_lite.course import setup
+    assert setup.make_config(preset="paper").n_blocks == 8
     with pytest.raises(BGADError, match="unknown preset"):
-        course.make_config(preset="nope")
+        setup.make_config(preset="nope")
 
 
 def test_a_malformed_config_file_is_a_clear_error(tmp_path, capsys):

@@ -13,7 +13,7 @@ from bgad_lite import pipeline
 from bgad_lite.checkpoint import load_checkpoint
 from bgad_lite.features import create_backbone, extract_features
 from bgad_lite.flow import build_flow, flow_logp, positional_encoding_2d
-from bgad_lite.margins import EpochRecorder
+from bgad_lite.explore.margins import EpochRecorder
 from bgad_lite.runtime import resolve_device
 
 from test_pipeline import tiny_config

@@ -1,4 +1,4 @@
-"""Tests of bgad_lite.data, images, fewshot and download: layout checks, pixel loading, few-shot splits, download (offline)."""
+"""Tests of bgad_lite.data.layout, images, fewshot and download: layout checks, pixel loading, few-shot splits, download (offline)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad_lite import download
+from bgad_lite.data import download
 from bgad_lite.config import BGADError
-from bgad_lite.data import Category, Sample, load_category, with_groups
-from bgad_lite.download import download_mvtec
-from bgad_lite.fewshot import few_shot_split
-from bgad_lite.images import input_shape, load_image, load_mask, load_split, shape_for_aspect
-from bgad_lite.textures import DEFECT_TYPES, make_texture_dataset
+from bgad_lite.data.layout import Category, Sample, load_category, with_groups
+from bgad_lite.data.download import download_mvtec
+from bgad_lite.data.fewshot import few_shot_split
+from bgad_lite.data.images import input_shape, load_image, load_mask, load_split, shape_for_aspect
+from bgad_lite.data.textures import DEFECT_TYPES, make_texture_dataset
 
 # ---------------------------------------------------------------------------
 # Helpers

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from bgad_lite import exercises, student
+from bgad_lite.course import exercises, student
 from bgad_lite.boundary import compute_boundaries
 from bgad_lite.config import BGADConfig, BGADError
 from bgad_lite.flow import build_flow, log_likelihood, positional_encoding_2d, to_fibers

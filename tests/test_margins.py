@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bgad_lite import compute_boundaries, margins
-from bgad_lite.margins import NORMAL, SEEN, UNSEEN
+from bgad_lite import compute_boundaries
+from bgad_lite.explore import margins
+from bgad_lite.explore.margins import NORMAL, SEEN, UNSEEN
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_snapshots_and_epoch_xlim():
 
 
 def test_margins_imports_no_drawing_and_no_widgets():
-    code = ("import sys, bgad_lite.margins; "
+    code = ("import sys, bgad_lite.explore.margins; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'ipywidgets', 'plotly')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

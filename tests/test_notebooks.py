@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bgad_lite import course, notebooks, student
+from bgad_lite.course import setup, notebooks, student
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -69,22 +69,22 @@ def test_notebook_is_clean_and_has_title_badge_and_parameters(name):
 def test_every_notebook_builds_its_config_in_the_same_place():
     for name in notebooks.NOTEBOOKS:
         sources = [c.source for c in _read(name).cells if c.cell_type == "code"]
-        assert sum("course.make_config(" in s for s in sources) == 1, name
-        assert not any("BGADConfig(" in s for s in sources), f"{name}: build the config with course.make_config"
+        assert sum("setup.make_config(" in s for s in sources) == 1, name
+        assert not any("BGADConfig(" in s for s in sources), f"{name}: build the config with setup.make_config"
 
 
 def test_make_config_smoke_and_cache_keys(monkeypatch, tmp_path):
     monkeypatch.delenv("BGAD_SMOKE", raising=False)
-    full = course.make_config(cache_dir=str(tmp_path))
-    assert (full.epochs_phase1, full.epochs_phase2, full.image_size) == (*course.FULL_EPOCHS, 128)
-    assert course.make_config(cache_dir=str(tmp_path)) == full  # same parameters, same config, same cache keys
+    full = setup.make_config(cache_dir=str(tmp_path))
+    assert (full.epochs_phase1, full.epochs_phase2, full.image_size) == (*setup.FULL_EPOCHS, 128)
+    assert setup.make_config(cache_dir=str(tmp_path)) == full  # same parameters, same config, same cache keys
     monkeypatch.setenv("BGAD_SMOKE", "1")
-    smoke = course.make_config(cache_dir=str(tmp_path))
-    assert all(getattr(smoke, k) <= v for k, v in course.SMOKE_SETTINGS.items())
-    with pytest.raises(course.BGADError, match="textures"):
-        course.make_config("textures", "carpet")
-    with pytest.raises(course.BGADError, match="neither"):
-        course.make_config(str(tmp_path / "missing"), "grass")
+    smoke = setup.make_config(cache_dir=str(tmp_path))
+    assert all(getattr(smoke, k) <= v for k, v in setup.SMOKE_SETTINGS.items())
+    with pytest.raises(setup.BGADError, match="textures"):
+        setup.make_config("textures", "carpet")
+    with pytest.raises(setup.BGADError, match="neither"):
+        setup.make_config(str(tmp_path / "missing"), "grass")
     assert notebooks.select_notebooks("01,05") == ["01_feature_extraction", "05_margin_explorer"]
 
 
@@ -208,5 +208,5 @@ def test_margin_explorer_cell_explains_what_is_missing(capsys):
 def test_describe_names_the_phase_2_work():
     from bgad_lite import BGADConfig
 
-    line = course.describe(BGADConfig(epochs_phase1=9, epochs_phase2=7, n_cutpaste=5, anomaly_repeats=2))
+    line = setup.describe(BGADConfig(epochs_phase1=9, epochs_phase2=7, n_cutpaste=5, anomaly_repeats=2))
     assert "epochs 9 + 7" in line and "5 CutPastes" in line and "anomalies 2× per phase-2 epoch" in line

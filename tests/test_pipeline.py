@@ -10,7 +10,7 @@ from bgad_lite import BGADConfig, BGADError, pipeline
 from bgad_lite.checkpoint import load_checkpoint
 from bgad_lite.gaussian import GaussianModel
 from bgad_lite.cli import main
-from bgad_lite.textures import DEFECT_TYPES, make_texture_dataset
+from bgad_lite.data.textures import DEFECT_TYPES, make_texture_dataset
 from bgad_lite.train import make_flows, make_levels, train_flows
 
 

@@ -5,8 +5,8 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 
-from bgad_lite import margins, plots
-from bgad_lite.margins import NORMAL, SEEN, UNSEEN
+from bgad_lite.explore import margins, plots
+from bgad_lite.explore.margins import NORMAL, SEEN, UNSEEN
 
 
 def _ax():

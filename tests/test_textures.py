@@ -1,4 +1,4 @@
-"""Tests of bgad_lite.textures: the embedded texture data set."""
+"""Tests of bgad_lite.data.textures: the embedded texture data set."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad_lite import textures
+from bgad_lite.data import textures
 from bgad_lite.config import BGADError
-from bgad_lite.data import load_category
-from bgad_lite.textures import (
+from bgad_lite.data.layout import load_category
+from bgad_lite.data.textures import (
     DEFECT_TYPES,
     STAMP_NAME,
     TEXTURES,

@@ -13,7 +13,7 @@ import torch
 from bgad_lite import BGADConfig, BGADError
 from bgad_lite.flow import log_likelihood, positional_encoding_2d, to_fibers
 from bgad_lite.losses import bg_spp_loss, focal_weights, ml_loss
-from bgad_lite.augment import synthesise_anomalies
+from bgad_lite.data.augment import synthesise_anomalies
 from bgad_lite.train import LevelData, epoch_chunks, lr_factor, make_flows, objective_terms, train_flows, train_step
 
 CFG = BGADConfig(n_blocks=2, cond_dim=8, batch_images=4, fiber_chunk=10_000, lr=1e-3, seed=3)

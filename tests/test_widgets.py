@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bgad_lite import BGADConfig, compute_boundaries, margins, pipeline, widgets
-from bgad_lite.textures import make_texture_dataset
+from bgad_lite import BGADConfig, compute_boundaries, pipeline
+from bgad_lite.explore import margins, widgets
+from bgad_lite.data.textures import make_texture_dataset
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +217,10 @@ def test_plotly_renderer_imports_nothing_from_a_cdn_before_the_first_figure(monk
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from bgad_lite import course
+    from bgad_lite.course import setup
 
     monkeypatch.delitem(__import__("sys").modules, "google.colab", raising=False)
-    name = course.plotly_renderer()
+    name = setup.plotly_renderer()
     assert name == "plotly_mimetype+bgad_html"
     assert pio.renderers["bgad_html"].global_init is False  # notebook_connected's global CDN import
     bundle = pio.renderers._build_mime_bundle(go.Figure(go.Bar(y=[1, 2])).to_dict(), renderers_string=name)

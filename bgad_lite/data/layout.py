@@ -1,6 +1,6 @@
 """The MVTec AD folder layout: which files are the images and masks of a category.
 
-The layout (also used by the embedded texture set, see :mod:`bgad_lite.textures`)::
+The layout (also used by the embedded texture set, see :mod:`bgad_lite.data.textures`)::
 
     <root>/<category>/train/good/000.png          normal training images
     <root>/<category>/test/good/000.png           normal test images
@@ -10,9 +10,9 @@ The layout (also used by the embedded texture set, see :mod:`bgad_lite.textures`
 BTAD-style masks named ``000.png`` (without ``_mask``) are accepted too.
 
 :func:`load_category` finds the files and returns a :class:`Category` of
-:class:`Sample` records (paths only, nothing is read yet; :mod:`bgad_lite.images`
-reads pixels, :mod:`bgad_lite.fewshot` draws the labelled anomalies,
-:mod:`bgad_lite.download` fetches MVTec AD). Every user-facing problem raises
+:class:`Sample` records (paths only, nothing is read yet; :mod:`bgad_lite.data.images`
+reads pixels, :mod:`bgad_lite.data.fewshot` draws the labelled anomalies,
+:mod:`bgad_lite.data.download` fetches MVTec AD). Every user-facing problem raises
 :class:`bgad_lite.config.BGADError` with a message that says what is wrong and
 what to do about it.
 """
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import BGADError
+from ..config import BGADError
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def load_category(root: str | os.PathLike[str], category: str) -> Category:
         raise BGADError(
             f"the data root {root} does not exist or is not a folder. Pass the folder that "
             f"holds the category folders (e.g. .../mvtec_anomaly_detection), or create one with "
-            f"bgad_lite.textures.make_texture_dataset() or bgad_lite.download.download_mvtec()."
+            f"bgad_lite.data.textures.make_texture_dataset() or bgad_lite.data.download.download_mvtec()."
         )
     category_dir = root / category
     if not category_dir.is_dir():

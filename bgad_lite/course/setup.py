@@ -13,7 +13,7 @@ with the same three steps, all of which live here so the notebooks agree:
 3. :func:`phase1` — the phase-1 flows, trained once and then loaded from the cache
    (with their training curve).
 
-Which notebooks there are and how to run them all is :mod:`bgad_lite.notebooks`.
+Which notebooks there are and how to run them all is :mod:`bgad_lite.course.notebooks`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import BGADConfig, BGADError
-from .runtime import resolve_device, seed_everything
+from ..config import BGADConfig, BGADError
+from ..runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | Non
 
     Seeds (Python, NumPy, torch), picks the device (:func:`resolve_device`), sets the
     plotly renderer (:func:`plotly_renderer`), makes finished progress bars hide rather
-    than close (:func:`bgad_lite.widgets.hide_finished_progress_bars`: a closed bar
+    than close (:func:`bgad_lite.explore.widgets.hide_finished_progress_bars`: a closed bar
     shows "Error displaying widget: model not found" once the notebook is reopened) and
     lets ``bgad_lite`` log one line per
     step (e.g. "phase 1: loaded ..." when a cache is used). ``OMP_WAIT_POLICY`` must be
@@ -101,7 +101,7 @@ def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | Non
     seed_everything(seed)
     device = resolve_device(device)
     pio.renderers.default = renderer or plotly_renderer()
-    from .widgets import hide_finished_progress_bars
+    from ..explore.widgets import hide_finished_progress_bars
 
     hide_finished_progress_bars()
     matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": 9})
@@ -131,7 +131,7 @@ def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -
     - any other string: a folder in MVTec AD layout that holds ``category``; the category
       folder itself is accepted too.
     """
-    from .textures import TEXTURES
+    from ..data.textures import TEXTURES
 
     if dataset == "textures":
         if category not in TEXTURES:
@@ -139,8 +139,8 @@ def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -
                             "For MVTec AD use DATASET='mvtec' and e.g. CATEGORY='carpet'.")
         return None, category
     if dataset == "mvtec":
-        from .download import download_mvtec
-        from .prepare import default_data_root
+        from ..data.download import download_mvtec
+        from ..prepare import default_data_root
 
         root = Path(data_root) if data_root else default_data_root() / "mvtec"
         download_mvtec(category, root)
@@ -173,7 +173,7 @@ def make_config(dataset: str = "textures", category: str = "grass", backbone: st
                     cache_dir=str(cache_dir), device=resolve_device(device), seed=int(seed),
                     out_dir=str(Path(cache_dir).parent / "out"))
     if preset:
-        from .config import PRESETS
+        from ..config import PRESETS
 
         if preset not in PRESETS:
             raise BGADError(f"make_config: unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
@@ -211,7 +211,7 @@ def phase1(prep, cfg: BGADConfig | None = None, progress: bool = True):
     training curve in ``CACHE_DIR``; later notebooks load both. Returns
     (flows, history); history is ``None`` only for a checkpoint cached without it.
     """
-    from .pipeline import fit_phase1_cached
+    from ..pipeline import fit_phase1_cached
 
     return fit_phase1_cached(prep, cfg or prep.cfg, progress=progress)
 

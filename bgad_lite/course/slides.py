@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .margins import image_groups, train_boundaries
+from ..explore.margins import image_groups, train_boundaries
 
 #: Slide size in inches (16:9); at 200 dpi: 2560 x 1440 pixels.
 SLIDE = (12.8, 7.2)
@@ -32,12 +32,13 @@ LEVEL = 1  # stride 8: the level the notebooks show
 
 
 def _train(category: str, cache_dir: str, smoke: bool):
-    from . import course, pipeline
-    from .margins import EpochRecorder
+    from . import setup
+    from .. import pipeline
+    from ..explore.margins import EpochRecorder
 
-    cfg = course.make_config("textures", category, smoke=smoke, cache_dir=cache_dir, device=None)
+    cfg = setup.make_config("textures", category, smoke=smoke, cache_dir=cache_dir, device=None)
     prep = pipeline.prepare(cfg, progress=False)
-    phase1, _ = course.phase1(prep, progress=False)
+    phase1, _ = setup.phase1(prep, progress=False)
     recorder = EpochRecorder(prep, level=LEVEL)
     recorder.record(0, phase1)
     evals = {"phase 1": pipeline.evaluate(phase1, prep)}
@@ -49,8 +50,8 @@ def _train(category: str, cache_dir: str, smoke: bool):
 
 
 def boundary_histograms(prep, evals: dict, cfg) -> Figure:
-    from .margins import boundary_range, fiber_l_by_group
-    from .plots import plot_fiber_histogram
+    from ..explore.margins import boundary_range, fiber_l_by_group
+    from ..explore.plots import plot_fiber_histogram
 
     fig = Figure(figsize=SLIDE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True).ravel()
@@ -72,7 +73,7 @@ def boundary_histograms(prep, evals: dict, cfg) -> Figure:
 
 
 def anomaly_map_grid(prep, evals: dict) -> Figure:
-    from .plots import pick_examples, show_image
+    from ..explore.plots import pick_examples, show_image
 
     idx = pick_examples(prep.test_types, per_type=1)[:5]
     names = list(evals)
@@ -110,8 +111,8 @@ def seen_unseen_figure(evals: dict) -> Figure:
 
 
 def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
-    from .margins import epoch_xlim
-    from .plots import plot_fiber_histogram
+    from ..explore.margins import epoch_xlim
+    from ..explore.plots import plot_fiber_histogram
 
     snaps = recorder.snapshots
     pick = np.unique(np.linspace(0, len(snaps) - 1, min(n_panels, len(snaps))).round().astype(int))

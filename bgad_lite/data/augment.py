@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from .config import BGADConfig, BGADError
+from ..config import BGADConfig, BGADError
 
 log = logging.getLogger(__name__)
 

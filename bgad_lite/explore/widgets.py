@@ -12,13 +12,13 @@
   scores of normal / seen / unseen test images with t, the selected image's anomaly
   map with the region ≥ t, and what t implies (TPR on seen and unseen anomalies, FPR on
   normals) next to the threshold-free AUROCs;
-- with ``snapshots`` (a :class:`bgad_lite.margins.EpochRecorder` passed to
+- with ``snapshots`` (a :class:`bgad_lite.explore.margins.EpochRecorder` passed to
   ``fit_variant(..., on_epoch_end=...)``), an epoch slider replaying how the normal and
   anomalous distributions separate during phase 2.
 
-Only the widget lives here: the numbers it shows come from :mod:`bgad_lite.margins`, its
-pictures from :mod:`bgad_lite.plots` (which also has the static :func:`~bgad_lite.plots.epoch_figure`
-and the self-contained plotly :func:`~bgad_lite.plots.epoch_animation` for GitHub and HTML
+Only the widget lives here: the numbers it shows come from :mod:`bgad_lite.explore.margins`, its
+pictures from :mod:`bgad_lite.explore.plots` (which also has the static :func:`~bgad_lite.explore.plots.epoch_figure`
+and the self-contained plotly :func:`~bgad_lite.explore.plots.epoch_animation` for GitHub and HTML
 exports, where no kernel runs the sliders; :meth:`MarginExplorer.static_figure` is the static
 version of the explorer itself).
 
@@ -82,7 +82,7 @@ STALE_KERNEL_HINT = ("Nothing redraws when you move a control? Then the kernel b
                      "(restarted): Run → Run All Cells.")
 
 
-try:  # ipywidgets is a dependency, but keep ``import bgad_lite.widgets`` cheap to fail clearly
+try:  # ipywidgets is a dependency, but keep ``import bgad_lite.explore.widgets`` cheap to fail clearly
     import ipywidgets as W
 except ImportError:  # pragma: no cover
     W = None
@@ -122,7 +122,7 @@ class MarginExplorer(W.VBox if W is not None else object):
     def _precompute(self) -> None:
         """What every redraw needs and no control changes: l of the training normals and of the
         test fibers by group, per level; one l-axis per level; image scores, maps and groups."""
-        from .scoring import anomaly_maps, image_scores
+        from ..scoring import anomaly_maps, image_scores
 
         prep, ev, cfg = self.prep, self.ev, self.prep.cfg
         self.l_train = [t.reshape(-1).double().numpy() / self.normalizer for t in ev["train_logps"]]  # (n·H·W,)
@@ -444,7 +444,7 @@ def hide_finished_progress_bars() -> None:
     "Error displaying widget: model not found". A hidden bar keeps its few small models, so
     it renders as nothing, now and after reopening. Only tqdm's notebook bar is changed (a bar
     that ended in an error stays visible, as before); calling this twice does nothing more.
-    :func:`bgad_lite.course.setup_notebook` calls it.
+    :func:`bgad_lite.course.setup.setup_notebook` calls it.
     """
     try:
         from tqdm.notebook import tqdm_notebook
@@ -503,7 +503,7 @@ def margin_explorer(flows, prep, cfg=None, *, evaluation: dict | None = None,
     highest score of a training normal image, a choice that needs no test labels).
     """
     if W is None:  # pragma: no cover
-        from .config import BGADError
+        from ..config import BGADError
         raise BGADError("the margin explorer needs ipywidgets: pip install 'ipywidgets>=7.7'.")
     problem = widget_frontend_problem()
     if problem:
@@ -511,6 +511,6 @@ def margin_explorer(flows, prep, cfg=None, *, evaluation: dict | None = None,
 
         warnings.warn(problem, stacklevel=2)
     if evaluation is None:
-        from .pipeline import evaluate
+        from ..pipeline import evaluate
         evaluation = evaluate(flows, prep, cfg)
     return MarginExplorer(prep, evaluation, snapshots, level, title, threshold)

@@ -1,11 +1,11 @@
 """Every figure of the course, in one palette and on one l-axis rule.
 
-Drawing only: the numbers come from :mod:`bgad_lite.margins` (groups, boundaries, l-axis) and
+Drawing only: the numbers come from :mod:`bgad_lite.explore.margins` (groups, boundaries, l-axis) and
 the pipeline. One module rather than two (course figures here, explorer views elsewhere) because
 they must agree: a normal fiber, a seen or unseen defect, b_n, b_a, the margin and the threshold t
 have the same colour (:data:`COLORS`) in notebooks 02–05, the run's figures, the slides and the
 margin explorer, and every histogram of l = logp / N is drawn by :func:`plot_fiber_histogram`
-on the axis of :func:`bgad_lite.margins.l_range`.
+on the axis of :func:`bgad_lite.explore.margins.l_range`.
 
 - images: :func:`show_image`, :func:`plot_examples`, :func:`plot_anomaly_maps`,
   :func:`plot_overlay`, :func:`plot_map_tile`;
@@ -107,8 +107,8 @@ def plot_fiber_histogram(ax, l_by_group: dict[str, np.ndarray], b_n: float | Non
     """Density histograms of l = logp / N by group, with b_n, b_a and the margin between them.
 
     ``l_by_group``: {group: (M_g,) l values}, groups from "normal", "seen", "unseen" (e.g.
-    :func:`bgad_lite.margins.fiber_l_by_group`) or "anomalous"; an empty group draws nothing.
-    ``bins`` bars on ``xlim`` (default :func:`bgad_lite.margins.l_range` of the groups and
+    :func:`bgad_lite.explore.margins.fiber_l_by_group`) or "anomalous"; an empty group draws nothing.
+    ``bins`` bars on ``xlim`` (default :func:`bgad_lite.explore.margins.l_range` of the groups and
     ``l_train``); values outside are clipped into the first or last bar, so the far tail of
     pushed anomalies stays counted, and the edge bars then say how many they hold.
     ``l_train``: the training normals, as an outline.
@@ -210,7 +210,7 @@ def plot_map_tile(ax, image: np.ndarray, mask: np.ndarray, amap: np.ndarray, thr
 
 
 def epoch_figure(recorder, beta: float = 0.01, tau: float = 0.1, epochs=None, ncols: int = 4) -> Figure:
-    """Static small multiples: the fiber histograms of an :class:`~bgad_lite.margins.EpochRecorder`
+    """Static small multiples: the fiber histograms of an :class:`~bgad_lite.explore.margins.EpochRecorder`
     at several epochs, each with that epoch's b_n, b_a (from its training normals, β, τ)."""
     snaps = recorder.snapshots
     if epochs is None:

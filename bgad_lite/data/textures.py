@@ -30,8 +30,8 @@ labelled anomalies come from them); ``crack``, ``discolour``, ``pit`` and
 ``stain`` are unseen, so "unseen" holds the subtle types and one easy one.
 
 :func:`make_texture_dataset` writes one texture's set in the MVTec layout (read back
-with :func:`bgad_lite.data.load_category`); the augmentations of BGAD's training
-anomalies live in :mod:`bgad_lite.augment`.
+with :func:`bgad_lite.data.layout.load_category`); the augmentations of BGAD's training
+anomalies live in :mod:`bgad_lite.data.augment`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .config import BGADError
+from ..config import BGADError
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def add_defect(
 
 def _stamp(texture: str, seed: int, n_train: int, n_test_good: int, n_per_type: int, size: int) -> dict:
     return {
-        "generator": "bgad_lite.textures.make_texture_dataset",
+        "generator": "bgad_lite.data.textures.make_texture_dataset",
         "version": GENERATOR_VERSION,
         "texture": texture,
         "seed": seed,
@@ -458,7 +458,7 @@ def make_texture_dataset(
     The folder is in MVTec AD layout (``train/good``, ``test/good``,
     ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``) with RGB PNG
     images and 0/255 greyscale PNG masks, and can be read with
-    :func:`bgad_lite.data.load_category`. The same arguments always give
+    :func:`bgad_lite.data.layout.load_category`. The same arguments always give
     the same bytes.
 
     A folder written earlier with the same arguments (recorded in its

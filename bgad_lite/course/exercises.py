@@ -182,7 +182,7 @@ def one_step_of_train_flows(flow, level, cfg, objective: str):
     """
     import dataclasses
 
-    from .train import train_flows
+    from ..train import train_flows
 
     n, _, h, w = level.features.shape
     one = dataclasses.replace(cfg, batch_images=n, fiber_chunk=n * h * w, focal_weighting=False, device="cpu",

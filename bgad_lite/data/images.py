@@ -3,7 +3,7 @@
 :func:`input_shape` chooses that shape for a data set: about ``image_size²`` pixels with the
 images' own aspect ratio (a square data set: ``image_size × image_size``).
 :func:`load_image` and :func:`load_mask` read one file; :func:`load_split` reads the
-:class:`~bgad_lite.data.Sample` records of a split into arrays, with a progress bar.
+:class:`~bgad_lite.data.layout.Sample` records of a split into arrays, with a progress bar.
 Unreadable or mismatched files raise :class:`~bgad_lite.config.BGADError` naming the file.
 A ``size`` is one side length (a square) or a ``(height, width)`` pair.
 """
@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .config import BGADError
-from .data import Sample
+from ..config import BGADError
+from .layout import Sample
 
 # ---------------------------------------------------------------------------
 # Reading pixels

@@ -16,7 +16,7 @@ block replaced, at the same indentation, by::
         raise NotImplementedError()
 
 (in a markdown cell: ``YOUR ANSWER HERE``). The exercise checks
-(:mod:`bgad_lite.exercises`) report that as "not attempted" and the notebook runs
+(:mod:`bgad_lite.course.exercises`) report that as "not attempted" and the notebook runs
 on. The Colab badge of a student copy points to the student copy. Nothing else
 changes, so a student copy is fully determined by its solution notebook and the
 tests can regenerate it and compare (``bgad-lite student --check``).
@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import BGADError
+from ..config import BGADError
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")

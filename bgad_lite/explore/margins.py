@@ -15,10 +15,10 @@ This module answers, without drawing anything:
 - **how phase 2 moves them**, epoch by epoch: :class:`EpochRecorder`, an ``on_epoch_end``
   callback for :func:`bgad_lite.pipeline.fit_variant` that keeps :class:`Snapshot` s;
 - **one l-axis** that shows every group: :func:`l_range`, :func:`boundary_range`, :func:`epoch_xlim` (the axis rule
-  of every histogram in :mod:`bgad_lite.plots`).
+  of every histogram in :mod:`bgad_lite.explore.plots`).
 
-Pure numpy / torch: no matplotlib and no ipywidgets (drawing is :mod:`bgad_lite.plots`, the
-interactive explorer :mod:`bgad_lite.widgets`).
+Pure numpy / torch: no matplotlib and no ipywidgets (drawing is :mod:`bgad_lite.explore.plots`, the
+interactive explorer :mod:`bgad_lite.explore.widgets`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .boundary import compute_boundaries
-from .flow import downsample_masks, flow_logp, positional_encoding_2d, to_fibers
+from ..boundary import compute_boundaries
+from ..flow import downsample_masks, flow_logp, positional_encoding_2d, to_fibers
 
 NORMAL, SEEN, UNSEEN = "normal", "seen", "unseen"
 GROUPS = (NORMAL, SEEN, UNSEEN)
@@ -135,7 +135,7 @@ def boundary_range(groups, b_n: float, b_a: float, margins: float = 4.0) -> tupl
     push also throws some fibers far *above* the normals); an axis that reaches them
     squeezes the normals, b_n and b_a into one bar. The eye needs the boundary region; the
     far tails stay counted, clipped into the edge bars (which
-    :func:`bgad_lite.plots.plot_fiber_histogram` labels). An end is not cut when nothing
+    :func:`bgad_lite.explore.plots.plot_fiber_histogram` labels). An end is not cut when nothing
     would be left between it and the other end.
     """
     lo, hi = l_range(groups)

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import BGADError
-from .data import Category, Sample
+from ..config import BGADError
+from .layout import Category, Sample
 
 logger = logging.getLogger(__name__)
 

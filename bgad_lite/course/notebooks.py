@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from .config import BGADError
+from ..config import BGADError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ PIP_SPEC = f"bgad-lite @ git+{REPOSITORY}"
 
 def notebooks_dir() -> Path:
     """``notebooks/`` of the source checkout this package was imported from."""
-    path = Path(__file__).resolve().parent.parent / "notebooks"
+    path = Path(__file__).resolve().parents[2] / "notebooks"
     if not path.is_dir():
         raise BGADError(f"no notebooks folder at {path}: the notebooks ship with the source repository "
                         f"({REPOSITORY}), not with the installed package. Clone it and run from there.")
@@ -76,7 +76,7 @@ def run_notebooks(out_dir: str | Path, smoke: bool = True, parameters: dict | No
     ``CACHE_DIR`` parameter the notebooks share their default cache, so later ones
     load the features and phase-1 flows of earlier ones. With ``student``, the student
     copies of ``notebooks/student/`` run instead (every exercise check reports "not
-    attempted" and the notebook still runs to the end; :mod:`bgad_lite.student`).
+    attempted" and the notebook still runs to the end; :mod:`bgad_lite.course.student`).
     """
     import papermill
 

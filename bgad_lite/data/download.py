@@ -21,8 +21,8 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from .config import BGADError
-from .data import GOOD
+from ..config import BGADError
+from .layout import GOOD
 
 logger = logging.getLogger(__name__)
 

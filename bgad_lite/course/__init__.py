@@ -1,0 +1,1 @@
+"""The notebook course around the library: notebook setup, exercises, student copies, the notebook runner, slides."""

@@ -1,0 +1,1 @@
+"""Looking at a trained model: margins (numbers), plots (figures, one palette), the margin explorer (widgets)."""
