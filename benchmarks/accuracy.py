@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import fmt_mean_std, fmt_num, mean_std, md_table, stamp_line, verdict
+from bgad_lite import BGADConfig
+from bgad_lite.config import VARIANTS
+from bgad_lite.explore.tables import markdown_table
+from bgad_lite.prepare import ANOMALY_REPEATS
+from bgad_lite.scoring import SCORE_TOP
+
+from .common import fmt_mean_std, fmt_num, mean_std, stamp_line, verdict
 from .jobs import BSDATA_ROOT
 
-VARIANTS = ("gaussian", "unsupervised", "bgad", "naive_push")  # as `BGADConfig.variants`
 FLOW_VARIANTS = tuple(v for v in VARIANTS if v != "gaussian")  # trained from a phase-1 model
 SUBSETS = ("all", "seen", "unseen")
 METRICS = (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"))
@@ -271,22 +276,24 @@ def summarise_sensitivity(runner, seed, base, cache_dir, defaults, machine) -> d
 
 def _settings_line(overrides: dict, defaults: dict | None = None) -> str:
     """The settings of a section: ``defaults`` are the library defaults its JSON was measured with
-    (older JSON files have none: then today's)."""
-    from bgad_lite import BGADConfig
-
-    c = BGADConfig.from_dict(defaults) if defaults else BGADConfig()
-    top = "the maximum of the map" if c.score_top == 0 else f"the mean of the top {100 * c.score_top:g} % of the map"
-    # JSON written before anomaly_normals existed was measured with every anomaly image's normal parts
-    normals = defaults.get("anomaly_normals", "all") if defaults else c.anomaly_normals
-    lr2 = (defaults.get("lr_phase2") if defaults else c.lr_phase2) or c.lr  # before lr_phase2: one lr
-    # before "auto", align_positions was a boolean, False by default
+    (older JSON files have none: then today's). Settings that were constants or knobs of older
+    versions are read from the JSON where it recorded them, else today's value is named."""
+    now = BGADConfig().to_dict()
+    d = {**now, **(defaults or {})}
+    old = bool(defaults)
+    top = d.get("score_top", SCORE_TOP)
+    top = "the maximum of the map" if top == 0 else f"the mean of the top {100 * top:g} % of the map"
+    lr2 = (defaults.get("lr_phase2") if old else d["lr_phase2"]) or d["lr"]  # JSON from before lr_phase2: one lr
+    # before "auto", align_positions was a boolean, False by default; before alignment, off
     aligned = {True: "on", False: "off"}.get(defaults.get("align_positions", False), defaults.get("align_positions")) \
-        if defaults else c.align_positions
-    keep = defaults.get("keep_aspect", False) if defaults else c.keep_aspect  # before keep_aspect: squares
-    shape = f"about {c.image_size}² px, aspect ratio kept" if keep else f"{c.image_size} px squares"
-    text = (f"`BGADConfig()`: {shape}, {c.epochs_phase1} + {c.epochs_phase2} epochs, each anomaly image "
-            f"{c.anomaly_repeats}× per phase-2 epoch (normal parts of anomaly images: `anomaly_normals=\"{normals}\"`), "
-            f"Adam lr {c.lr:g}, phase 2 {lr2:g}, k = {c.n_anomalies}, β = {c.beta}, τ = {c.tau}, "
+        if old else d["align_positions"]
+    keep = defaults.get("keep_aspect", False) if old else True  # JSON from before keep_aspect: squares
+    shape = f"about {d['image_size']}² px, aspect ratio kept" if keep else f"{d['image_size']} px squares"
+    normals = d.get("anomaly_normals", "all")  # a knob of older versions; "all" is what is kept
+    text = (f"`BGADConfig()`: {shape}, {d['epochs_phase1']} + {d['epochs_phase2']} epochs, each anomaly image "
+            f"{d.get('anomaly_repeats', ANOMALY_REPEATS)}× per phase-2 epoch"
+            + (f" (normal parts of anomaly images: `anomaly_normals=\"{normals}\"`)" if normals != "all" else "")
+            + f", Adam lr {d['lr']:g}, phase 2 {lr2:g}, k = {d['n_anomalies']}, β = {d['beta']}, τ = {d['tau']}, "
             f"image score {top}, positions aligned `{aligned}`")
     if not overrides:
         return f"Settings: the library defaults ({text})."
@@ -318,7 +325,7 @@ def render_accuracy(data: dict) -> str:
                         per_seed.append(sum(vals) / len(vals))
                 cells.append(fmt_mean_std(per_seed))
             rows.append(["**mean**", v] + cells)
-        out += [f"**{label}**", "", md_table(["texture", "variant", "all", "seen", "unseen"], rows), ""]
+        out += [f"**{label}**", "", markdown_table(rows, ["texture", "variant", "all", "seen", "unseen"]), ""]
 
     types = sorted({t for r in runs for t in r["metrics"].get("per_type", {})})
     rows = []
@@ -328,7 +335,7 @@ def render_accuracy(data: dict) -> str:
             rows.append([tex, v] + [fmt_mean_std(_stats(runs, tex, v, ("per_type", t, "image_auroc")))
                                     + (" (seen)" if t in seen else "") for t in types])
     out += ["**Image AUROC per defect type** (normal test images + that type)", "",
-            md_table(["texture", "variant"] + types, rows), ""]
+            markdown_table(rows, ["texture", "variant"] + types), ""]
 
     fit = [r["fit_s"] for r in runs if r["variant"] != "gaussian"]
     fit_g = [r["fit_s"] for r in runs if r["variant"] == "gaussian"]
@@ -407,9 +414,8 @@ def render_rates(rates_list: list[dict]) -> str:
     if not rows:
         return "\n".join(out[:1] + ["", "No boundary rates in these results (runs made before `rates` was "
                                            "recorded): the target is not measured."])
-    out += [md_table(["data set", "level", "fibers", "images without"]
-                     + [f"{x}: labelled < b_a" for x in FLOW_VARIANTS] + ["bgad: CutPaste < b_a", "bgad: normals > b_n"],
-                     rows), ""]
+    out += [markdown_table(rows, ["data set", "level", "fibers", "images without"]
+                     + [f"{x}: labelled < b_a" for x in FLOW_VARIANTS] + ["bgad: CutPaste < b_a", "bgad: normals > b_n"]), ""]
     for rs in rates_list:
         if rs["met"] is None:
             out.append(f"- {rs['dataset']}: no bgad rates → not measured")
@@ -474,7 +480,7 @@ def render_bsdata(data: dict) -> str:
     rows = []
     for v in VARIANTS:
         rows.append([v] + [fmt_mean_std(_stats(runs, "bsdata", v, ("all", k))) for k, _ in METRICS])
-    out += [md_table(["variant", "image AUROC", "pixel AUROC", "AUPRO"], rows), ""]
+    out += [markdown_table(rows, ["variant", "image AUROC", "pixel AUROC", "AUPRO"]), ""]
     for e in data.get("errors", []):
         out.append(f"- ERROR seed {e['seed']} {e['variant']}: {e['error']}")
     t = bsdata_target(data)  # from the runs, so results written before these targets render too
@@ -502,7 +508,7 @@ def render_sensitivity(data: dict) -> str:
     if u:
         rows.append(["unsupervised (k = 10)", "–"] + [fmt_num((u.get(s) or {}).get("image_auroc")) for s in SUBSETS]
                     + [fmt_num(u["all"]["aupro"])])
-    out += [md_table(["parameter", "value", "image AUROC all", "seen", "unseen", "AUPRO all"], rows), ""]
+    out += [markdown_table(rows, ["parameter", "value", "image AUROC all", "seen", "unseen", "AUPRO all"]), ""]
     return "\n".join(out)
 
 

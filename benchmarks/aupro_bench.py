@@ -19,7 +19,9 @@ import numpy as np
 
 from bgad_lite.metrics import normalised_area
 
-from .common import md_table, stamp_line, verdict
+from bgad_lite.explore.tables import markdown_table
+
+from .common import stamp_line, verdict
 
 SPEEDUP_TARGET = 50.0
 AGREEMENT_TARGET = 1e-4
@@ -146,15 +148,14 @@ def render_aupro(data: dict) -> str:
         rows.append([r["n_images"], off, f"{r['ours_s']:.2f}", f"**{r['speedup']:.0f}×**",
                      verdict(r["speedup"] >= SPEEDUP_TARGET), f"{r['stable_argsort_s']:.2f}",
                      "–" if r["official_abs_diff"] is None else f"{r['official_abs_diff']:.1e}"])
-    out += [md_table(["test images", "official style s", "aupro s", "speed-up", f"target ≥ {SPEEDUP_TARGET:.0f}×",
-                      "of which one stable argsort s", "abs diff official vs aupro"], rows), ""]
+    out += [markdown_table(rows, ["test images", "official style s", "aupro s", "speed-up", f"target ≥ {SPEEDUP_TARGET:.0f}×",
+                      "of which one stable argsort s", "abs diff official vs aupro"]), ""]
     ec, eq = data["exact_continuous"], data["exact_quantised"]
     out += ["**Agreement**", "",
-            md_table(["case", "aupro", "abs diff vs aupro_reference (exact loop)", "abs diff official style vs aupro"],
-                     [[ec["case"], f"{ec['aupro']:.6f}", f"{ec['abs_diff']:.1e}", f"{ec['official_abs_diff']:.1e}"],
+            markdown_table([[ec["case"], f"{ec['aupro']:.6f}", f"{ec['abs_diff']:.1e}", f"{ec['official_abs_diff']:.1e}"],
                       [eq["case"], f"{eq['aupro']:.6f}", f"{eq['abs_diff']:.1e}", f"{eq['official_abs_diff']:.1e}"]]
                      + [[f"{r['n_images']} images {data['image_size']}², continuous", f"{r['aupro']:.6f}", "–",
-                         f"{r['official_abs_diff']:.1e}"] for r in data["sizes"] if r["official_abs_diff"] is not None]),
+                         f"{r['official_abs_diff']:.1e}"] for r in data["sizes"] if r["official_abs_diff"] is not None], ["case", "aupro", "abs diff vs aupro_reference (exact loop)", "abs diff official style vs aupro"]),
             ""]
     exact_ok = ec["abs_diff"] <= EXACT_TOL and eq["abs_diff"] <= EXACT_TOL
     out.append(f"- exact reference within {EXACT_TOL:g}: {verdict(exact_ok)}.")

@@ -12,7 +12,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -82,18 +82,6 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:.{digits}f}"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub markdown table; cells are converted with ``str``."""
-    lines = ["| " + " | ".join(str(h) for h in headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]
-    for row in rows:
-        cells = [str(c) for c in row]
-        if len(cells) != len(headers):
-            raise ValueError(f"row has {len(cells)} cells, the header {len(headers)}: {row}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def verdict(met: bool) -> str:

@@ -163,7 +163,9 @@ def _variant_job(job: dict) -> dict:
     ev = pipeline.evaluate(model, prep)
     t_eval = time.perf_counter() - t
     if job["variant"] != "gaussian":
-        rates = diagnostics.boundary_rates(model, prep, train_logps=ev["train_logps"])
+        c = prep.cfg
+        rates = diagnostics.boundary_rates(model, prep, c.cond_dim, c.beta, c.tau, c.normalizer, c.device,
+                                           train_logps=ev["train_logps"])
     types = [str(x) for x in prep.test_types]
     return {"metrics": ev["metrics"], "prepare_s": t_prep, "phase1_s": t_p1, "phase1_from_cache": p1_cached,
             "fit_s": t_fit, "eval_s": t_eval,

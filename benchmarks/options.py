@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from .common import DEFAULT_CACHE, DEFAULT_OUT, machine, mean_std, md_table, read_json, write_json
+from bgad_lite.explore.tables import markdown_table
+
+from .common import DEFAULT_CACHE, DEFAULT_OUT, machine, mean_std, read_json, write_json
 
 DATASETS = ("grass", "gravel", "brick", "bsdata")
 SEEDS = (0, 1, 2)
@@ -76,7 +78,7 @@ def render(rows: list[dict]) -> str:
             c = r.get(f"{subset}/{metric}")
             cells.append("—" if c is None else f"{c[0]:.3f} → {c[1]:.3f} ({c[2]:+.3f})")
         body.append([r["dataset"], r["variant"], ",".join(map(str, r["seeds"]))] + cells)
-    return md_table(head, body)
+    return markdown_table(body, head)
 
 
 def main(argv=None) -> int:

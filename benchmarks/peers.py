@@ -29,6 +29,10 @@ from __future__ import annotations
 
 import time
 
+from bgad_lite.explore.tables import markdown_table
+
+from .common import fmt_mean_std, fmt_num, stamp_line
+
 PADIM_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]  # = the library's out_indices (1, 2, 3)
 PATCHCORE_LAYERS = ["blocks.2", "blocks.4"]
 PADIM_FEATURES = 100
@@ -94,7 +98,7 @@ def run_peer(name: str, prep, seed: int) -> tuple:
     from bgad_lite.features import create_backbone
 
     cfg = prep.cfg
-    backbone = create_backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, seed=cfg.seed)
+    backbone = create_backbone(cfg.backbone, cfg.pretrained, seed=cfg.seed)
     torch.manual_seed(seed)  # PaDiM's random channels, PatchCore's coreset start
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -199,13 +203,10 @@ def summarise_peers(runner, jobs: list[dict], machine: dict, accuracy: dict | No
 
 
 def _cell(metrics_list, subset, key):
-    from .common import fmt_mean_std
-
     return fmt_mean_std([m[subset][key] for m in metrics_list if subset in m])
 
 
 def render_peers(data: dict) -> str:
-    from .common import fmt_num, md_table, stamp_line
 
     if "absent" in data:
         return f"Not measured: {data['absent']}."
@@ -238,7 +239,7 @@ def render_peers(data: dict) -> str:
                          _cell(mets, "unseen", "image_auroc"), _cell(mets, "all", "pixel_auroc"),
                          _cell(mets, "all", "aupro"), fmt_num(sum(fit) / len(fit), 0) if fit else "–"])
             label = ""
-    lines.append(md_table(headers, rows))
+    lines.append(markdown_table(rows, headers))
     for e in data.get("errors", []):
         lines += ["", f"Error on {e['dataset']} seed {e['seed']}: {e['error']}"]
     return "\n".join(lines)

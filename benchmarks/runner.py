@@ -11,13 +11,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from bgad_lite.config import PRESETS
+from bgad_lite.data.defects import TEXTURES
 
 from . import SECTIONS
 from .common import BENCH_DIR, DEFAULT_CACHE, DEFAULT_OUT, machine, read_json, write_json
 
 QUICK_SECTIONS = ("accuracy", "speed", "aupro")
-QUICK_OVERRIDES = dict(PRESETS["fast"])  # as `bgad-lite run --fast`
-TEXTURES = ("grass", "gravel", "brick")
+QUICK_OVERRIDES = dict(PRESETS["fast"])  # as `bgad-lite run --preset fast`
 SEEDS = (0, 1, 2)
 
 

@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import DEFAULT_CACHE, REPO, md_table, stamp_line
+from bgad_lite.explore.tables import markdown_table
+
+from .common import DEFAULT_CACHE, REPO, stamp_line
 
 N_TRAIN = (50, 100, 200, 400)
 SIZES = (128, 256)
@@ -63,7 +65,7 @@ def run_point(data_root: str, n: int, size: int, epochs: int) -> dict:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bgad-scale-") as cache:
         cfg = BGADConfig(data_dir=data_root, category="grass", image_size=size, n_anomalies=2, n_cutpaste=0,
-                         flip_anomalies=False, epochs_phase1=epochs, variants=("unsupervised",), cache_dir=cache)
+                         epochs_phase1=epochs, cache_dir=cache)
         t0, c0 = time.perf_counter(), time.process_time()
         prep = pipeline.prepare(cfg, progress=False)
         t1, c1 = time.perf_counter(), time.process_time()
@@ -115,8 +117,8 @@ def render_scaling(data: dict) -> str:
         rows.append([p["n_train"], p["image_size"], f"{p['train_fibers']:,}", f"{p['features_s']:.1f}",
                      f"{p['phase1_s']:.1f}", f"{p['phase1_cpu_s']:.1f}", ratio("phase1_cpu_s"), f"{p['eval_s']:.1f}",
                      f"{p['total_s']:.1f}", ratio("total_s"), f"{p['peak_rss_mb']:.0f}", ratio("peak_rss_mb")])
-    out += [md_table(["train images", "px", "train fibers", "features s", "phase 1 s", "phase 1 CPU s", "× prev",
-                      "eval s", "total s", "× prev", "peak RSS MB", "× prev"], rows), ""]
+    out += [markdown_table(rows, ["train images", "px", "train fibers", "features s", "phase 1 s", "phase 1 CPU s", "× prev",
+                      "eval s", "total s", "× prev", "peak RSS MB", "× prev"]), ""]
     errs = [p for p in data["points"] if "error" in p]
     for e in errs:
         out.append(f"- ERROR n={e['n_train']} size={e['image_size']}: {e['error'][-300:]}")

@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import md_table, stamp_line, verdict
+from bgad_lite.explore.tables import markdown_table
+
+from .common import stamp_line, verdict
 
 E2E_TARGET_S = 180.0  # issue 7: the default `bgad-lite run` within 180 s and 2 GB on the 2-core CPU
 E2E_TARGET_MB = 2048.0
@@ -134,7 +136,7 @@ def measure_cached_vs_official(backbone: str = "tf_efficientnet_lite0", pretrain
 
     cfg = BGADConfig(backbone=backbone, pretrained=pretrained, image_size=image_size)
     images = _training_images(n_images, image_size)
-    model = create_backbone(backbone, cfg.out_indices, pretrained)
+    model = create_backbone(backbone, pretrained)
     out = {"backbone": backbone, "pretrained": pretrained, "n_images": n_images, "epochs": epochs,
            "image_size": image_size}
     clock = time.process_time  # CPU time of this one-thread process: robust to other jobs on the machine
@@ -268,7 +270,7 @@ def measure_throughput(chunk: int = 4096, seconds: float = 3.0, profile: bool = 
     from bgad_lite.train import make_flows
 
     cfg = BGADConfig()
-    channels = create_backbone(cfg.backbone, cfg.out_indices, cfg.pretrained).feature_info.channels()
+    channels = create_backbone(cfg.backbone, cfg.pretrained).feature_info.channels()
     flows = make_flows(channels, cfg)
     levels = []
     with torch_threads(1):
@@ -357,7 +359,7 @@ def render_speed(data: dict) -> str:
             rows = [["wall time", f"{e['wall_s']:.0f} s", f"≤ {E2E_TARGET_S:.0f} s", verdict(e["wall_s"] <= E2E_TARGET_S)],
                     ["peak memory (largest RSS)", f"{e['peak_rss_mb']:.0f} MB", f"≤ {E2E_TARGET_MB:.0f} MB",
                      verdict(e["peak_rss_mb"] <= E2E_TARGET_MB)]]
-            out += [md_table(["", "measured", "target", ""], rows), ""]
+            out += [markdown_table(rows, ["", "measured", "target", ""]), ""]
             parts = ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total")
             out.append(f"Inside the run (its `timings_s`): {parts}; total {t.get('total', float('nan')):.0f} s; "
                        f"CPU time {e['cpu_s']:.0f} s (exit code {e['rc']}).")
@@ -412,8 +414,8 @@ def render_speed(data: dict) -> str:
                 "Times are CPU seconds of the one-thread worker process (other jobs share the machine; CPU time "
                 "is what they disturb least); wall seconds are in `speed.json`. The ratio in brackets is the limit "
                 "for many epochs: per epoch, (extract + train) / train.", "",
-                md_table(["backbone", "channels", "backbone ms/img", "cached: total (extract + train) s",
-                          "official s", "official / cached", "optimizer steps", "max abs Δ logp, final flows"], rows), ""]
+                markdown_table(rows, ["backbone", "channels", "backbone ms/img", "cached: total (extract + train) s",
+                          "official s", "official / cached", "optimizer steps", "max abs Δ logp, final flows"]), ""]
         same = all(r["max_abs_logp_diff"] == 0 and r["max_abs_param_diff"] == 0 for r in cv if "error" not in r)
         out.append("Same number of optimizer steps (counted by forward hooks on the flows). " + (
             "The final flows are identical, bit for bit (parameters and log-likelihoods): the backbone gives the "
@@ -447,9 +449,9 @@ def render_speed(data: dict) -> str:
                     "rate is `torch.mm` of exactly those shapes (forward, input-grad and weight-grad products) "
                     f"measured in the same process; times are CPU seconds of that one-thread process. For scale: `torch.mm` 1024³ runs at "
                     f"{tp['peak_gflops_1024']:.1f} GFLOP/s on this thread.", "",
-                    md_table(["level channels", "fibers/s", "ms/step", "train FLOPs/fiber", "GFLOP/s reached",
+                    markdown_table(rows, ["level channels", "fibers/s", "ms/step", "train FLOPs/fiber", "GFLOP/s reached",
                               "matmul GFLOP/s (same shapes)", "fraction", "incl. soft permutation",
-                              "profile: GEMM / other ops / outside ops %"], rows), "",
+                              "profile: GEMM / other ops / outside ops %"]), "",
                     f"Target ≥ {100 * THROUGHPUT_TARGET:.0f}% of the matmul rate: {verdict(ok)}."]
             if not ok:
                 lv0 = tp["levels"][0]

@@ -1,14 +1,16 @@
 """bgad-lite: BGAD (Yao et al., CVPR 2023) as a small library you can read and run.
 
-One module per idea (the README's "The method, and where it lives" lists them all):
-``features`` (frozen CNN fibers), ``flow`` (conditional normalizing flow, positional
-encoding, log-likelihood), ``boundary`` (b_n, b_a), ``losses`` (ML, BG-SPP), ``train``,
-``scoring``, ``metrics``, ``gaussian`` (the per-position reference), ``align`` (positions
-aligned before the flows where they differ), data in ``data``,
-``images``, ``fewshot``, ``textures``, ``augment``, a run in ``prepare`` -> ``pipeline``
--> ``evaluate``, and for looking at it ``margins`` (normal / seen / unseen groups,
-boundaries, rates: numbers only), ``plots`` (every figure, one palette) and ``widgets``
-(the margin explorer).
+The top of the package is the paper's section 3, one module per idea: ``features`` (frozen
+CNN fibers), ``flow`` (conditional normalizing flow, positional encoding, log-likelihood),
+``boundary`` (b_n, b_a), ``losses`` (ML, BG-SPP), ``train`` (phases 1 and 2), ``scoring``
+(anomaly maps), with what they need: ``config``, ``metrics``, ``gaussian`` (the per-position
+reference), ``align`` (positions aligned where they differ). A run is ``prepare`` ->
+``pipeline`` -> ``evaluate`` (+ ``checkpoint``, ``diagnostics``, ``runtime``, ``cli``).
+
+Beside it, three subpackages: ``data`` (MVTec layout, images, few-shot split, the embedded
+textures and defects, training anomalies, downloads), ``explore`` (margins: numbers;
+plots: every figure, one palette; the margin explorer widget) and ``course`` (notebook
+setup, exercises, student copies, the notebook runner, slides).
 
 Importing bgad_lite sets ``OMP_WAIT_POLICY=PASSIVE`` where it is not set
 (:func:`bgad_lite.runtime.set_cpu_defaults`): import it before torch.
@@ -32,6 +34,6 @@ __all__ = ["BGADConfig", "BGADError", "bg_spp_loss", "build_flow", "compute_boun
 
 def run(config: BGADConfig | None = None, progress: bool = True) -> dict:
     """The whole pipeline (what ``bgad-lite run`` calls); see :func:`bgad_lite.pipeline.run`."""
-    from .pipeline import run as _run
+    from .pipeline import run as _run  # heavy (matplotlib, the whole run): loaded when a run starts
 
     return _run(config, progress=progress)

@@ -12,6 +12,7 @@ That is what keeps BGAD from being biased towards the anomaly types it saw.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .config import BGADError
@@ -35,3 +36,17 @@ def compute_boundaries(logp: torch.Tensor, is_anomaly: torch.Tensor | None = Non
     idx = min(int(beta * normal.numel() + 1e-9), normal.numel() - 1)
     b_n = torch.sort(normal).values[idx] / normalizer
     return b_n, b_n - tau
+
+
+def boundaries_from_normals(normal_logp, beta: float = 0.01, tau: float = 0.1,
+                            normalizer: float = 10.0) -> tuple[float, float]:
+    """(b_n, b_a) of one level from the logp of its normal training fibers: the fixed boundary.
+
+    ``normal_logp``: any shape, e.g. (n_train, H, W); a tensor as it is, anything else in float64.
+    Pass l = logp / N with ``normalizer=1``. Every entry counts as normal
+    (:func:`compute_boundaries` with no anomalies); returns Python floats.
+    """
+    if not isinstance(normal_logp, torch.Tensor):
+        normal_logp = torch.from_numpy(np.asarray(normal_logp, dtype=np.float64))
+    b_n, b_a = compute_boundaries(normal_logp.reshape(-1), None, beta, tau, normalizer)
+    return float(b_n), float(b_a)

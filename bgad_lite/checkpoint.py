@@ -18,7 +18,6 @@ is an error that names each difference.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -32,8 +31,7 @@ from .config import BGADConfig, BGADError
 from .train import make_flows
 
 # Settings that change the network or the meaning of its inputs.
-MODEL_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "keep_aspect", "n_blocks", "cond_dim", "clamp",
-              "standardize")
+MODEL_KEYS = ("backbone", "pretrained", "image_size", "n_blocks", "cond_dim")
 
 
 def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, channels: list[int],
@@ -61,17 +59,13 @@ def save_checkpoint(path: str | Path, flows: nn.ModuleList, cfg: BGADConfig, cha
 def saved_config(path: str | Path, cfg: BGADConfig | None = None) -> BGADConfig:
     """The config a checkpoint was written with, without loading its weights.
 
-    A config.json older than ``keep_aspect`` reads as ``keep_aspect=False`` (trained on
-    squares). If ``cfg`` is given, its model-defining settings (``MODEL_KEYS``) must match the
+    If ``cfg`` is given, its model-defining settings (``MODEL_KEYS``) must match the
     saved ones: otherwise a BGADError names each difference.
     """
     path = Path(path)
     if not (path / "model.pt").exists() or not (path / "config.json").exists():
         raise BGADError(f"{path} is not a bgad-lite checkpoint (needs config.json and model.pt).")
-    text = (path / "config.json").read_text()
-    saved = BGADConfig.from_json(text)
-    if "keep_aspect" not in json.loads(text):
-        saved = dataclasses.replace(saved, keep_aspect=False)  # written before keep_aspect: trained on squares
+    saved = BGADConfig.from_json(path / "config.json")
     if cfg is not None:
         # a random backbone (pretrained=False) is drawn under the seed: then the seed defines the features too
         keys = MODEL_KEYS + (() if saved.pretrained else ("seed",))
@@ -92,13 +86,8 @@ def load_checkpoint(path: str | Path, cfg: BGADConfig | None = None):
     path = Path(path)
     saved = saved_config(path, cfg)
     payload = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    if saved.standardize and not any(k.endswith(".std") for k in payload["flows"]):
-        # written by v0.1, before flows were standardised (its config.json has no such key)
-        saved = dataclasses.replace(saved, standardize=False)
-    if payload.get("alignment") is not None:
+    if payload["alignment"] is not None:
         payload["alignment"] = [LevelAlignment(**a) for a in payload["alignment"]]
-    else:
-        payload["alignment"] = None  # none saved, or written before alignment existed
-    flows = make_flows(payload["channels"], saved)
+    flows = make_flows(payload["channels"], saved.cond_dim, saved.n_blocks, saved.seed)
     flows.load_state_dict(payload["flows"])
     return flows.eval(), saved, payload

@@ -17,8 +17,6 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--backbone", help="timm backbone (default: tf_efficientnet_lite0, offline weights)")
     r.add_argument("--image-size", type=int, help="input size in pixels: images get about image-size² pixels, "
                                                   "their aspect ratio kept (default: 128)")
-    r.add_argument("--square", action="store_true", help="resize every image to an image-size square, as the "
-                                                          "paper does (default: keep the aspect ratio)")
     r.add_argument("--seed", type=int, help="random seed (default: 0)")
     r.add_argument("--seen-types", help="comma-separated defect types the labelled anomalies come from "
                                         "(default: the first half of the sorted types)")
@@ -32,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=("default", "fast", "paper"),
                    help="a named group of settings, applied before the flags above: fast = a smoke run; "
                         "paper = the paper's b6 / 256 px / K=8 / P=128 / lr 2e-4 / 8 + 192 epochs (for a GPU)")
-    r.add_argument("--fast", action="store_true", help="the same as --preset fast")
+    r.add_argument("--variants", help="comma-separated variants to fit and evaluate (default: all of "
+                                      "gaussian, unsupervised, bgad, naive_push)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     n = sub.add_parser("notebooks",
                        help="execute the notebook course with papermill, write executed copies and HTML")
@@ -55,16 +54,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
+    # imports inside the functions: `bgad-lite student` should not wait for torch (heavy) to load
     from .config import BGADConfig, with_preset
 
     cfg = BGADConfig.from_json(args.config) if args.config else BGADConfig()
-    preset = "fast" if args.fast else args.preset
-    if preset:
-        cfg = with_preset(cfg, preset)
+    if args.preset:
+        cfg = with_preset(cfg, args.preset)
     flags = {"data_dir": args.data, "category": args.category, "backbone": args.backbone,
              "image_size": args.image_size, "seed": args.seed, "out_dir": args.out, "device": args.device,
              "n_anomalies": args.n_anomalies, "align_positions": args.align_positions,
-             "keep_aspect": False if args.square else None,
              "seen_types": tuple(t.strip() for t in args.seen_types.split(",")) if args.seen_types else None}
     changes = {k: v for k, v in flags.items() if v is not None}
     return dataclasses.replace(cfg, **changes)
@@ -124,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             if torch.cuda.is_available():
                 print("bgad-lite: note: torch sees a CUDA GPU, but this run uses the CPU (the default, which gives "
                       "the README's numbers); --device cuda (or auto) trains on the GPU.", file=sys.stderr)
+        from .config import VARIANTS
         from .pipeline import results_table, run
 
-        summary = run(cfg, progress=not args.quiet)
+        variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else VARIANTS
+        summary = run(cfg, progress=not args.quiet, variants=variants)
     except BGADError as e:
         print(f"bgad-lite: error: {e}", file=sys.stderr)
         return 2
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(results_table(summary))
     h, w = summary["data"]["image_hw"]
     if h != w:  # images.input_shape: the data's aspect ratio kept at about image_size² pixels
-        print(f"\nimages resized to {h} x {w} (height x width): their aspect ratio at about {cfg.image_size}² pixels "
-              "(--square: the paper's square)")
+        print(f"\nimages resized to {h} x {w} (height x width): their aspect ratio at about {cfg.image_size}² pixels")
     alphas = summary["data"].get("align_alpha")
     if alphas is not None:  # align.py: which levels the flows saw aligned, and why
         aligned = [str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on]

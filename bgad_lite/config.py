@@ -1,9 +1,24 @@
 """One frozen dataclass that holds every setting of a bgad-lite run.
 
 Variants are made with ``dataclasses.replace(cfg, ...)``; a config is saved as
-JSON beside every checkpoint and every ``results.json``. Only the top-level
-builders (``bgad_lite.pipeline.run``, the CLI) read it; the core functions take
-plain tensors and numbers.
+JSON beside every checkpoint and every ``results.json``.
+
+Who reads it: the builders, and nothing below them.
+
+- :func:`bgad_lite.pipeline.run` (the CLI calls it) and :func:`bgad_lite.prepare.prepare`,
+  which resolves the device once and keeps the config in ``Prepared.cfg``;
+- the steps a notebook calls on a ``Prepared``: ``pipeline.fit_phase1``, ``fit_phase1_cached``,
+  ``fit_variant``, ``fit_variants`` and ``evaluate.evaluate`` read ``prep.cfg`` (or a variant of
+  it that is passed in) and hand plain numbers down;
+- :mod:`bgad_lite.checkpoint`, which saves and checks it beside the weights;
+- the course's ``course.setup.make_config`` and ``course.slides``, which build one.
+
+Everything else — features, flow, boundary, losses, train, scoring, metrics, gaussian,
+align, data, explore — takes tensors and the numbers it uses (``train_step(…, beta, tau,
+normalizer, lam)``).
+
+Settings that were tried and not kept are not here: ``docs/experiments.md`` lists them;
+fixed design choices are constants beside the code that uses them (``docs/design.md``).
 """
 
 from __future__ import annotations
@@ -21,8 +36,6 @@ class BGADError(ValueError):
 
 VARIANTS = ("gaussian", "unsupervised", "bgad", "naive_push")
 BOUNDARY_MODES = ("fixed", "per_batch")
-LABEL_RULES = ("half", "ignore", "keep")
-ANOMALY_NORMALS = ("all", "real", "none")
 ALIGN_MODES = ("auto", "on", "off")
 
 
@@ -31,58 +44,38 @@ class BGADConfig:
     # --- data -----------------------------------------------------------
     data_dir: str | None = None  # MVTec-layout root; None = the embedded texture set
     category: str = "grass"  # category folder (a texture name for the embedded set)
-    image_size: int = 128  # images are resized to about image_size² pixels (a square: image_size x image_size)
-    keep_aspect: bool = True  # keep the training images' aspect ratio at that pixel count (images.input_shape)
+    image_size: int = 128  # about image_size² pixels per image, the training images' aspect ratio kept
     n_anomalies: int = 10  # k labelled anomalies, drawn from the seen types only
     seen_types: tuple[str, ...] | None = None  # None: first half of the sorted types
     n_cutpaste: int = 120  # RandAugmented CutPaste images added for phase 2
-    label_fraction: float = 0.5  # a fiber is anomalous when ≥ this fraction of its cell is defect
-    label_rule: str = "keep"  # "half": that alone; "ignore": + touched cells left out; "keep": + small defects kept
-    flip_anomalies: bool = True  # "repeated utilization": also use flipped copies
-    anomaly_repeats: int = 2  # each training anomaly image appears this many times per phase-2 epoch
-    anomaly_normals: str = "all"  # normal parts phase 2 fits: of "all" anomaly images (official), "real", "none"
     # --- backbone -------------------------------------------------------
     backbone: str = "tf_efficientnet_lite0"
-    out_indices: tuple[int, ...] = (1, 2, 3)  # L = 3 feature levels
     pretrained: bool = True  # False = random weights, only when asked for
     # --- flow -----------------------------------------------------------
     n_blocks: int = 4  # K AllInOneBlocks per level (paper: 8)
     cond_dim: int = 64  # P, positional-encoding channels (paper: 128)
-    clamp: float = 1.9  # affine_clamping
-    standardize: bool = True  # standardise each channel (training-normal μ, σ) before the flow
     align_positions: str = "auto"  # positions' Gaussians onto the pooled one: "auto" (align.py), "on", "off"
     # --- boundary and loss ----------------------------------------------
     beta: float = 0.01  # β: b_n is the β-quantile of normal logp / N
     tau: float = 0.1  # τ: margin, b_a = b_n - τ
     normalizer: float = 10.0  # N
     bgspp_lambda: float = 1.0  # λ
-    boundary: str = "per_batch"  # "fixed" (paper) or "per_batch" (official code)
+    boundary: str = "per_batch"  # "fixed" (after phase 1) or "per_batch" (official code)
     focal_weighting: bool = False
     # --- optimisation ---------------------------------------------------
-    lr: float = 1e-3  # paper: 2e-4; 1e-3 trains within a CPU budget
-    lr_phase2: float | None = 2e-3  # phase 2's learning rate; None: the same as lr
+    lr: float = 1e-3  # phase 1 (paper: 2e-4; 1e-3 trains within a CPU budget)
+    lr_phase2: float = 2e-3  # phase 2
     epochs_phase1: int = 20
-    epochs_phase2: int = 12  # × (N_train + anomaly_repeats·N_anom) images per epoch
-    batch_images: int = 32  # images per mini-batch
-    fiber_chunk: int = 4096  # fibers per optimizer step
-    variants: tuple[str, ...] = VARIANTS
-    # --- scoring --------------------------------------------------------
-    score_norm: str = "train"  # "train" (deployable) or "test" (the paper's)
-    score_top: float = 0.01  # image score: mean of the top fraction of map pixels; 0 = the map's maximum
+    epochs_phase2: int = 12  # × (N_train + 2·N_anom) images per epoch
     # --- run ------------------------------------------------------------
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # "cpu", "cuda" or "auto"; resolved once, by prepare
     cache_dir: str = ".bgad_cache"
     out_dir: str = "runs/default"
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep tuples so the dataclass stays hashable.
-        for name in ("seen_types", "out_indices", "variants"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        if isinstance(self.align_positions, bool):  # configs saved before "auto": true / false
-            object.__setattr__(self, "align_positions", "on" if self.align_positions else "off")
+        if isinstance(self.seen_types, list):  # JSON gives lists; keep tuples so the dataclass stays hashable
+            object.__setattr__(self, "seen_types", tuple(self.seen_types))
         self.validate()
 
     def validate(self) -> None:
@@ -95,40 +88,23 @@ class BGADConfig:
             raise BGADError(f"normalizer must be > 0, got {self.normalizer} (paper: 10).")
         if self.boundary not in BOUNDARY_MODES:
             raise BGADError(f"boundary must be one of {BOUNDARY_MODES}, got {self.boundary!r}.")
-        if self.label_rule not in LABEL_RULES:
-            raise BGADError(f"label_rule must be one of {LABEL_RULES}, got {self.label_rule!r}.")
-        if self.anomaly_normals not in ANOMALY_NORMALS:
-            raise BGADError(f"anomaly_normals must be one of {ANOMALY_NORMALS}, got {self.anomaly_normals!r}: "
-                            "whose normal parts phase 2 trains on — every anomaly image's ('all', the official "
-                            "code), the real ones' but not the CutPastes' ('real'), or none ('none').")
         if self.align_positions not in ALIGN_MODES:
             raise BGADError(f"align_positions must be one of {ALIGN_MODES}, got {self.align_positions!r}: \"auto\" "
                             "aligns the levels whose positions differ (align.py), \"on\" every level, \"off\" none.")
-        if not 0.0 < self.label_fraction <= 1.0:
-            raise BGADError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
-        if not 0.0 <= self.score_top <= 1.0:
-            raise BGADError(f"score_top must lie in [0, 1], got {self.score_top}: the fraction of each anomaly "
-                            "map's highest pixels whose mean is the image score (0: the maximum).")
-        if self.score_norm not in ("train", "test"):
-            raise BGADError(f"score_norm must be 'train' or 'test', got {self.score_norm!r}.")
-        bad = [v for v in self.variants if v not in VARIANTS]
-        if bad or not self.variants:
-            raise BGADError(f"variants must be a non-empty subset of {VARIANTS}, got {self.variants}.")
         if self.image_size < 32 or self.image_size % 16:
             raise BGADError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}.")
         if self.cond_dim % 4:
             raise BGADError(f"cond_dim must be a multiple of 4 (sin/cos for x and y), got {self.cond_dim}.")
         if self.n_anomalies < 1:
             raise BGADError(f"n_anomalies must be >= 1, got {self.n_anomalies}.")
-        for name in ("n_blocks", "epochs_phase1", "batch_images", "fiber_chunk", "anomaly_repeats"):
+        for name in ("n_blocks", "epochs_phase1"):
             if getattr(self, name) < 1:
                 raise BGADError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.epochs_phase2 < 0 or self.n_cutpaste < 0:
             raise BGADError("epochs_phase2 and n_cutpaste must be >= 0.")
-        if not self.lr > 0:
-            raise BGADError(f"lr must be > 0, got {self.lr}.")
-        if self.lr_phase2 is not None and not self.lr_phase2 > 0:
-            raise BGADError(f"lr_phase2 must be > 0 or None (the same as lr), got {self.lr_phase2}.")
+        for name in ("lr", "lr_phase2"):
+            if not getattr(self, name) > 0:
+                raise BGADError(f"{name} must be > 0, got {getattr(self, name)}.")
 
     # --- serialisation ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -175,15 +151,16 @@ class BGADConfig:
 
 
 #: Named groups of settings, applied with ``dataclasses.replace(cfg, **PRESETS[name])`` (the CLI's
-#: ``--preset``). "fast": a smoke run. "paper": the paper's configuration for a GPU (Colab): the
-#: b6 backbone at 256 px, K = 8 blocks, P = 128, Adam lr 2e-4 and the official schedule of 25
-#: meta-epochs × 8 epochs, the first meta-epoch normal-only (phase 1: 8 epochs, phase 2: 24 × 8).
-#: Its backbone weights come from the timm hub (network needed); on a CPU it takes hours.
+#: ``--preset``). "fast": a smoke run that only checks that everything runs (the notebooks' SMOKE
+#: mode uses it too). "paper": the paper's configuration for a GPU (Colab): the b6 backbone at
+#: 256 px, K = 8 blocks, P = 128, Adam lr 2e-4 and the official schedule of 25 meta-epochs × 8
+#: epochs, the first meta-epoch normal-only (phase 1: 8 epochs, phase 2: 24 × 8). Its backbone
+#: weights come from the timm hub (network needed); on a CPU it takes hours.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "fast": {"epochs_phase1": 6, "epochs_phase2": 3, "n_cutpaste": 20},
+    "fast": {"epochs_phase1": 3, "epochs_phase2": 2, "n_cutpaste": 8, "image_size": 64},
     "paper": {"backbone": "tf_efficientnet_b6", "image_size": 256, "n_blocks": 8, "cond_dim": 128, "lr": 2e-4,
-              "lr_phase2": None, "epochs_phase1": 8, "epochs_phase2": 24 * 8, "device": "auto"},
+              "lr_phase2": 2e-4, "epochs_phase1": 8, "epochs_phase2": 24 * 8, "device": "auto"},
 }
 
 

@@ -12,13 +12,11 @@ import numpy as np
 import torch
 
 from . import metrics
-from .config import BGADConfig
+from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups
 from .flow import positional_encoding_2d
 from .gaussian import GaussianModel
-from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups
 from .prepare import Prepared
-from .runtime import with_device
-from .scoring import anomaly_maps, image_scores, level_logps, normalisation_stats
+from .scoring import SCORE_TOP, anomaly_maps, image_scores, level_logps, normalisation_stats
 
 
 def _subset_metrics(maps, scores, masks, labels) -> dict[str, float]:
@@ -27,31 +25,35 @@ def _subset_metrics(maps, scores, masks, labels) -> dict[str, float]:
             "aupro": metrics.aupro(maps, masks)}
 
 
-def model_logps(model, features: list[torch.Tensor], cfg: BGADConfig) -> list[torch.Tensor]:
-    """Per-dimension logp of every fiber, J x (n, H_j, W_j), from flows or a :class:`GaussianModel`."""
+def model_logps(model, features: list[torch.Tensor], cond_dim: int, device: str = "cpu") -> list[torch.Tensor]:
+    """Per-dimension logp of every fiber, J x (n, H_j, W_j), from flows (their positional
+    encoding has ``cond_dim`` channels) or a :class:`GaussianModel`."""
     if isinstance(model, GaussianModel):
         return model.level_logps(features)
-    pos = [positional_encoding_2d(cfg.cond_dim, f.shape[2], f.shape[3]) for f in features]
-    return level_logps(model, features, pos, cfg.device)
+    pos = [positional_encoding_2d(cond_dim, f.shape[2], f.shape[3]) for f in features]
+    return level_logps(model, features, pos, device)
 
 
-def evaluate(model, prep: Prepared, cfg: BGADConfig | None = None) -> dict:
+def evaluate(model, prep: Prepared) -> dict:
     """Score the test set with flows (or the Gaussian reference); metrics on all / seen /
     unseen and per defect type. A :class:`GaussianModel` is scored on the backbone's features
     (``prep.raw_features``): fit it on ``prep.raw_features("train")``.
 
+    Each level is normalised by its training normals' mean logp per position (m_j, ``level_ref``)
+    and the image score is the mean of the map's top :data:`~bgad_lite.scoring.SCORE_TOP` pixels.
+
     Returns {"metrics": {...}, "maps": (N, h, w), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
     "train_logps": [...], "level_ref": [m_j(h, w)]}.
     """
-    cfg = with_device(cfg or prep.cfg)
+    cond_dim, device = prep.cfg.cond_dim, prep.cfg.device
     gaussian = isinstance(model, GaussianModel)  # the reference sees the backbone's features, never aligned ones
     train = prep.raw_features("train") if gaussian else prep.train_features
     test = prep.raw_features("test") if gaussian else prep.test_features
-    train_logps = model_logps(model, train, cfg)
+    train_logps = model_logps(model, train, cond_dim, device)
     level_ref = normalisation_stats(train_logps)
-    test_logps = model_logps(model, test, cfg)
-    maps = anomaly_maps(test_logps, prep.image_hw, level_ref if cfg.score_norm == "train" else None)
-    scores = image_scores(maps, cfg.score_top)
+    test_logps = model_logps(model, test, cond_dim, device)
+    maps = anomaly_maps(test_logps, prep.image_hw, level_ref)
+    scores = image_scores(maps, SCORE_TOP)
     return {"metrics": split_metrics(maps, scores, prep), "maps": maps, "scores": scores, "test_logps": test_logps,
             "train_logps": train_logps, "level_ref": level_ref}
 

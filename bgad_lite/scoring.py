@@ -3,14 +3,14 @@
 Per level j the flow gives logp_j (n, H_j, W_j). BGAD turns it into a likelihood
 map p_j = exp(logp_j − m_j), upsamples it bilinearly to the image size, sums the
 levels into S = Σ_l p_l, and calls A = max(S) − S the anomaly map; the image
-score is the maximum of its map (or the mean of its highest pixels: ``score_top``).
+score is the mean of its highest pixels (:data:`SCORE_TOP`; 0 gives the official maximum).
 
 Where the reference m_j comes from is the difference between a paper and a product:
 
-- ``"test"`` (the paper's code): m_j is the maximum logp over the *whole test
+- the paper's code (``level_ref=None`` here): m_j is the maximum logp over the *whole test
   set* and A = max_test(S) − S. A score then depends on which other images are
   being tested, and a single image cannot be scored.
-- ``"train"`` (default, deployable): m_j(h, w) is the *mean training logp at
+- bgad-lite's (a run's, deployable): m_j(h, w) is the *mean training logp at
   each position*, saved with the model, and A = J − S (J levels: 0 where every
   level sits at its training mean). A score depends on the image alone. The
   per-position reference also removes a bias that a single global m_j keeps:
@@ -29,8 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from .config import BGADError
-from .flow import flow_logp
 from .data.images import as_hw
+
+#: the image score: the mean of the top 1 % of an anomaly map's pixels (``docs/design.md``)
+SCORE_TOP = 0.01
+from .flow import flow_logp
 
 
 def level_logps(flows, features: list[torch.Tensor], pos: list[torch.Tensor],

@@ -14,73 +14,52 @@ level (the official design).
 
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .boundary import compute_boundaries
-from .config import BGADConfig, BGADError
-from .flow import Standardized, build_flow, flow_logp, log_likelihood, positional_encoding_2d, to_fibers
+from .config import BGADError
+from .flow import LevelData, Standardized, build_flow, log_likelihood, to_fibers
 from .losses import bg_spp_loss, focal_weights, ml_loss, naive_push_loss
-
-log = logging.getLogger(__name__)
+from .runtime import progress_bar
 
 OBJECTIVES = ("ml", "unsupervised", "bgad", "naive_push")
+#: images per mini-batch, and fibers per optimizer step within it (the official design)
+BATCH_IMAGES = 32
+FIBER_CHUNK = 4096
 
 
-@dataclass
-class LevelData:
-    """Everything the flow of one level trains on."""
-
-    features: torch.Tensor  # (N, C, H, W) cached backbone features
-    masks: torch.Tensor  # (N, H, W) bool, True = anomalous fiber
-    pos: torch.Tensor  # (P, H, W) positional encoding
-    ignore: torch.Tensor | None = None  # (N, H, W) bool, True = left out of training
-
-
-def make_levels(features: list[torch.Tensor], masks: list[torch.Tensor], cond_dim: int,
-                ignore: list[torch.Tensor] | None = None) -> list[LevelData]:
-    """Bundle per-level features and fiber masks with their positional encodings."""
-    ignore = ignore or [None] * len(features)
-    return [LevelData(f, m, positional_encoding_2d(cond_dim, f.shape[2], f.shape[3]), ig)
-            for f, m, ig in zip(features, masks, ignore)]
-
-
-def make_flows(channels: list[int], cfg: BGADConfig) -> nn.ModuleList:
-    """One conditional flow per level, reproducible from ``cfg.seed``; with
-    ``cfg.standardize`` each is wrapped in :class:`~bgad_lite.flow.Standardized`
-    (its μ, σ are set by :func:`set_input_statistics`)."""
-    flows = [build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed + j) for j, c in enumerate(channels)]
-    if cfg.standardize:
-        flows = [Standardized(f, c) for f, c in zip(flows, channels)]
-    return nn.ModuleList(flows)
+def make_flows(channels: list[int], cond_dim: int, n_blocks: int, seed: int) -> nn.ModuleList:
+    """One conditional flow per level on standardised inputs (:class:`~bgad_lite.flow.Standardized`;
+    its μ, σ are set by :func:`set_input_statistics`), reproducible from ``seed`` (level j: seed + j)."""
+    return nn.ModuleList(Standardized(build_flow(c, cond_dim, n_blocks, seed=seed + j), c)
+                         for j, c in enumerate(channels))
 
 
 def set_input_statistics(flows: nn.ModuleList, features: list[torch.Tensor]) -> None:
-    """μ, σ of every channel over the normal training fibers, for standardised flows."""
+    """μ, σ of every channel over the normal training fibers."""
     for flow, f in zip(flows, features):
-        if isinstance(flow, Standardized):
-            flow.set_statistics(f.transpose(0, 1).reshape(f.shape[1], -1).T)  # (N, C, H, W) -> (N·H·W, C)
+        flow.set_statistics(f.transpose(0, 1).reshape(f.shape[1], -1).T)  # (N, C, H, W) -> (N·H·W, C)
 
 
-def objective_terms(logp: torch.Tensor, is_anomaly: torch.Tensor, objective: str, cfg: BGADConfig,
-                    b_n: torch.Tensor | None = None, b_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The loss of one chunk of fibers, with its named terms; ``"loss"`` is the total."""
+def objective_terms(logp: torch.Tensor, is_anomaly: torch.Tensor, objective: str, normalizer: float = 10.0,
+                    lam: float = 1.0, focal: bool = False, b_n: torch.Tensor | None = None,
+                    b_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The loss of one chunk of fibers, with its named terms; ``"loss"`` is the total:
+    L_ml alone, L_ml + λ·(pull + push) for "bgad", L_ml + λ·push for "naive_push"."""
     normal = ~is_anomaly
-    w = focal_weights(logp, is_anomaly, cfg.normalizer) if cfg.focal_weighting else None
+    w = focal_weights(logp, is_anomaly, normalizer) if focal else None
     terms = {"ml": ml_loss(logp[normal], None if w is None else w[normal])}
     if objective == "bgad":
-        pull, push = bg_spp_loss(logp, is_anomaly, b_n, b_a, cfg.normalizer, w)
+        pull, push = bg_spp_loss(logp, is_anomaly, b_n, b_a, normalizer, w)
         terms.update(pull=pull, push=push)
-        terms["loss"] = terms["ml"] + cfg.bgspp_lambda * (pull + push)
+        terms["loss"] = terms["ml"] + lam * (pull + push)
     elif objective == "naive_push":
-        terms["push"] = naive_push_loss(logp, is_anomaly, cfg.normalizer)
-        terms["loss"] = terms["ml"] + cfg.bgspp_lambda * terms["push"]
+        terms["push"] = naive_push_loss(logp, is_anomaly, normalizer)
+        terms["loss"] = terms["ml"] + lam * terms["push"]
     else:
         terms["loss"] = terms["ml"]
     return terms
@@ -101,16 +80,6 @@ def _steps_per_epoch(levels: list[LevelData], batch_images: int, chunk: int) -> 
         b = min(batch_images, n - s)
         steps += sum(math.ceil(b * lv.features.shape[2] * lv.features.shape[3] / chunk) for lv in levels)
     return steps
-
-
-@torch.no_grad()
-def level_boundaries(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig):
-    """Fixed boundaries: (b_n, b_a) per level from all normal training fibers."""
-    out = []
-    for flow, lv in zip(flows, levels):
-        logp = flow_logp(flow, lv.features, lv.pos, device=cfg.device).reshape(-1)
-        out.append(compute_boundaries(logp, lv.masks.reshape(-1), cfg.beta, cfg.tau, cfg.normalizer))
-    return out
 
 
 def epoch_chunks(levels: list[LevelData], batch_images: int, fiber_chunk: int, normal_only: bool,
@@ -136,13 +105,14 @@ def epoch_chunks(levels: list[LevelData], batch_images: int, fiber_chunk: int, n
 
 
 def train_step(flow: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
-               is_anomaly: torch.Tensor, objective: str, cfg: BGADConfig,
+               is_anomaly: torch.Tensor, objective: str, beta: float = 0.01, tau: float = 0.1,
+               normalizer: float = 10.0, lam: float = 1.0, focal: bool = False,
                boundaries: tuple | None = None) -> dict[str, torch.Tensor] | None:
     """One optimizer step of ``flow`` on one chunk; returns its loss terms, or None when
     the chunk holds no normal fiber (no ML term, no boundary: nothing to step).
 
-    For "bgad" the terms include the b_n, b_a used: ``boundaries`` when given
-    (``cfg.boundary == "fixed"``), else those of the chunk's own normal fibers.
+    For "bgad" the terms include the b_n, b_a used: ``boundaries`` when given (a fixed
+    boundary), else those of the chunk's own normal fibers (β, τ, N: :func:`compute_boundaries`).
     A non-finite loss raises :class:`FloatingPointError` before anything is stepped.
     """
     if not (~is_anomaly).any():
@@ -151,9 +121,9 @@ def train_step(flow: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: 
     logp = log_likelihood(z, ljd)  # (M,)
     b_n = b_a = None
     if objective == "bgad":
-        b_n, b_a = boundaries if boundaries is not None else compute_boundaries(
-            logp, is_anomaly, cfg.beta, cfg.tau, cfg.normalizer)
-    terms = objective_terms(logp, is_anomaly, objective, cfg, b_n, b_a)
+        b_n, b_a = boundaries if boundaries is not None else compute_boundaries(logp, is_anomaly, beta, tau,
+                                                                                normalizer)
+    terms = objective_terms(logp, is_anomaly, objective, normalizer, lam, focal, b_n, b_a)
     if not torch.isfinite(terms["loss"]):
         raise FloatingPointError({k: float(v.detach()) for k, v in terms.items()})
     opt.zero_grad(set_to_none=True)
@@ -165,48 +135,45 @@ def train_step(flow: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: 
     return terms
 
 
-def train_flows(flows: nn.ModuleList, levels: list[LevelData], cfg: BGADConfig, objective: str,
-                epochs: int, warmup_epochs: int = 0, fixed_boundaries=None,
+def train_flows(flows: nn.ModuleList, levels: list[LevelData], objective: str, epochs: int, lr: float,
+                seed: int = 0, device: str = "cpu", beta: float = 0.01, tau: float = 0.1,
+                normalizer: float = 10.0, lam: float = 1.0, focal: bool = False, fixed_boundaries=None,
+                warmup_epochs: int = 0, batch_images: int = BATCH_IMAGES, fiber_chunk: int = FIBER_CHUNK,
                 on_epoch_end: Callable[[int, nn.ModuleList], None] | None = None,
-                progress: bool = True, desc: str = "train", lr: float | None = None) -> list[dict[str, float]]:
+                progress: bool = True, desc: str = "train") -> list[dict[str, float]]:
     """Train ``flows`` in place; returns one dict of mean loss terms per epoch
     (``"<term>/<level>"``: ml, pull, push, loss, and b_n, b_a for "bgad").
 
-    ``objective``: "ml" (phase 1), "unsupervised", "bgad" or "naive_push".
-    For "bgad", ``cfg.boundary`` chooses b_n, b_a: "per_batch" recomputes them
-    from each chunk's normal fibers (official code), "fixed" takes
-    ``fixed_boundaries`` — one (b_n, b_a) per level, from :func:`level_boundaries`.
-    The learning rate (``lr``, default ``cfg.lr``) warms up over ``warmup_epochs`` and then
-    follows a cosine (:func:`lr_factor`). A loss that turns non-finite stops training with a
-    :class:`BGADError`.
+    ``objective``: "ml" (phase 1), "unsupervised", "bgad" or "naive_push". For "bgad",
+    ``fixed_boundaries`` (one (b_n, b_a) per level, :func:`~bgad_lite.boundary.boundaries_from_normals`)
+    fixes the boundary; without it b_n, b_a are recomputed from each chunk's normal fibers
+    (the official code). The learning rate ``lr`` warms up over ``warmup_epochs`` and then
+    follows a cosine (:func:`lr_factor`). Shuffling draws from a generator seeded from ``seed``
+    and the objective. A loss that turns non-finite stops training with a :class:`BGADError`.
     """
     if objective not in OBJECTIVES:
         raise BGADError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
-    fixed = objective == "bgad" and cfg.boundary == "fixed"
-    if fixed and fixed_boundaries is None:
-        raise BGADError("boundary='fixed' needs fixed_boundaries from level_boundaries() after phase 1.")
-    dev = cfg.device
-    flows.to(dev).train()
-    base_lr = cfg.lr if lr is None else lr
-    opts = [torch.optim.Adam(f.parameters(), lr=base_lr) for f in flows]
-    per_epoch = _steps_per_epoch(levels, cfg.batch_images, cfg.fiber_chunk)
+    fixed = objective == "bgad" and fixed_boundaries is not None
+    flows.to(device).train()
+    opts = [torch.optim.Adam(f.parameters(), lr=lr) for f in flows]
+    per_epoch = _steps_per_epoch(levels, batch_images, fiber_chunk)
     total, warmup = per_epoch * epochs, per_epoch * warmup_epochs
-    gen = torch.Generator().manual_seed(cfg.seed + 7919 * (1 + OBJECTIVES.index(objective)))
+    gen = torch.Generator().manual_seed(seed + 7919 * (1 + OBJECTIVES.index(objective)))
     normal_only = objective in ("ml", "unsupervised")
     history, step = [], 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False)
     for epoch in range(epochs):
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for j, x, c, m in epoch_chunks(levels, cfg.batch_images, cfg.fiber_chunk, normal_only, gen):
+        for j, x, c, m in epoch_chunks(levels, batch_images, fiber_chunk, normal_only, gen):
             for g in opts[j].param_groups:
-                g["lr"] = base_lr * lr_factor(step, total, warmup)
+                g["lr"] = lr * lr_factor(step, total, warmup)
             try:
-                terms = train_step(flows[j], opts[j], x.to(dev), c.to(dev), m.to(dev), objective, cfg,
-                                   fixed_boundaries[j] if fixed else None)
+                terms = train_step(flows[j], opts[j], x.to(device), c.to(device), m.to(device), objective, beta, tau,
+                                   normalizer, lam, focal, fixed_boundaries[j] if fixed else None)
             except FloatingPointError as e:
                 raise BGADError(f"{desc}: the loss turned non-finite at epoch {epoch + 1}, level {j}, step {step}: "
-                                f"{e.args[0]}. Training stopped (nothing was stepped); lower lr or clamp, or "
+                                f"{e.args[0]}. Training stopped (nothing was stepped); lower lr, or "
                                 "check the features for NaN.") from None
             if terms is None:
                 continue

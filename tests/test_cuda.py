@@ -80,7 +80,7 @@ def test_the_epoch_recorder_follows_flows_that_train_on_the_gpu(tiny_root, tmp_p
     cfg = tiny_config(tiny_root, tmp_path, device="cuda", epochs_phase2=2)
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = pipeline.fit_phase1(prep, progress=False)
-    rec = EpochRecorder(prep, level=1, max_fibers=200)
+    rec = EpochRecorder(prep, prep.cfg.normalizer, prep.cfg.cond_dim, level=1, max_fibers=200)
     rec.record(0, phase1)
     flows, _, _ = pipeline.fit_variant(prep, phase1, "bgad", on_epoch_end=rec, progress=False)
     assert [s.epoch for s in rec.snapshots] == [0, 1, 2]

@@ -20,7 +20,8 @@ from bgad_lite.data.layout import Category, Sample, load_category, with_groups
 from bgad_lite.data.download import download_mvtec
 from bgad_lite.data.fewshot import few_shot_split
 from bgad_lite.data.images import input_shape, load_image, load_mask, load_split, shape_for_aspect
-from bgad_lite.data.textures import DEFECT_TYPES, make_texture_dataset
+from bgad_lite.data.defects import DEFECT_TYPES
+from bgad_lite.data.textures import make_texture_dataset
 
 # ---------------------------------------------------------------------------
 # Helpers

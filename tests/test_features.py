@@ -24,7 +24,7 @@ def mapped_weights():
 
 @pytest.fixture(scope="module")
 def backbone():
-    return create_backbone(NAME, (1, 2, 3), pretrained=True)
+    return create_backbone(NAME, pretrained=True)
 
 
 def test_offline_weights_classify_a_cat(mapped_weights):
@@ -69,7 +69,7 @@ def test_feature_shapes_and_real_forward(backbone):
 
 
 def test_pretrained_false_gives_other_weights(backbone):
-    rand = create_backbone(NAME, (1, 2, 3), pretrained=False)
+    rand = create_backbone(NAME, pretrained=False)
     a, b = backbone.state_dict(), rand.state_dict()
     assert a.keys() == b.keys()
     assert not torch.equal(a["conv_stem.weight"], b["conv_stem.weight"])
@@ -77,7 +77,7 @@ def test_pretrained_false_gives_other_weights(backbone):
 
 def test_unknown_backbone_raises_mentioning_timm():
     with pytest.raises(BGADError, match="timm"):
-        create_backbone("resnet_does_not_exist", (1, 2, 3), pretrained=False)
+        create_backbone("resnet_does_not_exist", pretrained=False)
 
 
 def test_cached_features_writes_once(tmp_path, monkeypatch):
@@ -126,4 +126,4 @@ def test_hub_weights_unavailable_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(BGADError, match=r"resnet18.*connect.*tf_efficientnet_lite0.*pretrained=False"):
-        create_backbone("resnet18", (1, 2, 3), pretrained=True)
+        create_backbone("resnet18", pretrained=True)

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from bgad_lite import BGADError, build_flow, log_likelihood, positional_encoding_2d
-from bgad_lite.flow import Standardized, downsample_masks, fiber_labels, to_fibers
+from bgad_lite.flow import Standardized, fiber_labels, to_fibers
 
 
 # ---------------------------------------------------------------- positional encoding
@@ -199,45 +199,18 @@ def test_to_fibers_index_layout():
     assert m0.dtype == torch.bool and not m0.any()
 
 
-# ---------------------------------------------------------------- mask downsampling
-def test_downsample_masks_touch_mode_keeps_one_pixel_lines():
-    s = 64
-    masks = torch.zeros(3, s, s, dtype=torch.bool)
-    masks[0, :, 13] = True  # vertical 1-px line in column 13 -> fiber column 13 // 8 = 1
-    masks[1, 42, :] = True  # horizontal 1-px line in row 42 -> fiber row 42 // 8 = 5
-    idx = torch.arange(s)
-    masks[2, idx, idx] = True  # diagonal -> the fiber diagonal
-    out = downsample_masks(masks, s // 8, s // 8, min_fraction=0)
-    assert out.shape == (3, 8, 8) and out.dtype == torch.bool
-    exp0 = torch.zeros(8, 8, dtype=torch.bool)
-    exp0[:, 1] = True
-    exp1 = torch.zeros(8, 8, dtype=torch.bool)
-    exp1[5, :] = True
-    assert torch.equal(out[0], exp0)
-    assert torch.equal(out[1], exp1)
-    assert torch.equal(out[2], torch.eye(8, dtype=torch.bool))
-    # nearest-neighbour sampling (the official code) would lose the vertical line entirely
-    nearest = torch.nn.functional.interpolate(masks[:1].float()[:, None], size=(8, 8), mode="nearest")[0, 0]
-    assert nearest.sum() == 0
-
-
-def test_downsample_masks_single_pixel_and_empty():
-    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
-    masks[0, 31, 0] = True
-    out = downsample_masks(masks, 4, 4, min_fraction=0)
-    assert out[0].sum() == 1 and out[0, 3, 0]
-    assert not out[1].any()
-
-
-def test_downsample_masks_default_needs_half_the_cell():
+# ---------------------------------------------------------------- fiber labels for training
+def test_fiber_labels_need_half_the_cell_and_ignore_what_a_large_defect_only_touches():
     masks = torch.zeros(3, 16, 16, dtype=torch.bool)
     masks[0, 0:4, 0:2] = True  # exactly half of cell (0, 0) of a 4x4 grid -> anomalous
-    masks[1, 0:4, 0:1] = True  # a quarter of the cell -> normal
-    masks[2, 0:3, 0:2] = True  # 6/16 of the cell -> normal
-    out = downsample_masks(masks, 4, 4)
-    assert out[0].sum() == 1 and out[0, 0, 0]
-    assert not out[1].any() and not out[2].any()
-    assert downsample_masks(masks, 4, 4, min_fraction=0.25)[1, 0, 0]
+    masks[1, 0:8, 0:6] = True  # cells (0..1, 0) whole, (0..1, 1) half -> anomalous; nothing only touched
+    masks[2, 0:3, 0:6] = True  # 12/16 of (0, 0), 6/16 of (0, 1) -> (0, 0) anomalous, (0, 1) touched: ignored
+    anomalous, ignore = fiber_labels(masks, 4, 4)
+    assert anomalous.shape == ignore.shape == (3, 4, 4) and anomalous.dtype == ignore.dtype == torch.bool
+    assert anomalous[0].sum() == 1 and anomalous[0, 0, 0] and not ignore[0].any()
+    assert anomalous[1, :2, :2].all() and anomalous[1].sum() == 4 and not ignore[1].any()
+    assert anomalous[2].sum() == 1 and anomalous[2, 0, 0] and ignore[2].sum() == 1 and ignore[2, 0, 1]
+    assert not (anomalous & ignore).any()
 
 
 # ---------------------------------------------------------------- fiber labels for training
@@ -253,13 +226,6 @@ def test_fiber_labels_keep_a_small_defect_and_ignore_touched_cells():
     expected[1, 1, 1] = True
     assert torch.equal(anomalous, expected)
     assert not ignore.any()  # every touched cell is anomalous here
-    # without keep_small the pit and the pixel vanish, and their cells are ignored instead
-    half, ignore_half = fiber_labels(masks, 4, 4, rule="ignore")
-    assert torch.equal(half, downsample_masks(masks, 4, 4))
-    assert ignore_half[0, 0, 0] and ignore_half[1, 1, 1] and ignore_half.sum() == 2
-    assert not (half & ignore_half).any()
-    v01, no_ignore = fiber_labels(masks, 4, 4, rule="half")  # v0.1: touched cells count as normal
-    assert torch.equal(v01, half) and no_ignore is None
 
 
 def test_fiber_labels_two_regions_in_one_cell_count_separately():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bgad_lite import compute_boundaries
+from bgad_lite.boundary import boundaries_from_normals
 from bgad_lite.explore import margins
 from bgad_lite.explore.margins import NORMAL, SEEN, UNSEEN
 
@@ -16,11 +17,12 @@ from bgad_lite.explore.margins import NORMAL, SEEN, UNSEEN
 @pytest.fixture
 def prep():
     """Three 4 x 4 test images: a normal one, a seen-type defect in the top-left 2 x 2 cell
-    block, an unseen-type defect covering one pixel of the bottom-right block (a quarter:
-    below the half that makes a 2 x 2 level's fiber anomalous) and half of the top-right block."""
+    block, an unseen-type defect covering one pixel of the bottom-right block (a quarter: below
+    the half that makes a 2 x 2 level's fiber anomalous, but a region of its own, which keeps the
+    cell it covers most) and half of the top-right block."""
     masks = np.zeros((3, 4, 4), bool)
     masks[1, :2, :2] = True  # seen: the whole top-left cell
-    masks[2, 3, 3] = True  # unseen: 1 of 4 pixels of the bottom-right cell -> normal fiber
+    masks[2, 3, 3] = True  # unseen: 1 of 4 pixels of the bottom-right cell, a region alone -> kept
     masks[2, 0, 2:] = True  # unseen: 2 of 4 pixels of the top-right cell -> anomalous fiber
     return SimpleNamespace(test_types=np.array(["good", "scratch", "hole"]), test_masks=masks,
                            split=SimpleNamespace(seen_types=("scratch",)))
@@ -37,10 +39,12 @@ def test_fiber_groups_by_hand(prep):
     assert g.shape == (3, 2, 2)
     expected = np.full((3, 2, 2), NORMAL, dtype=object)
     expected[1, 0, 0] = SEEN
-    expected[2, 0, 1] = UNSEEN  # half the cell: anomalous; the quarter at [2, 1, 1] is not
+    expected[2, 0, 1] = UNSEEN  # half the cell: anomalous
+    expected[2, 1, 1] = UNSEEN  # a quarter, but the lone pixel's region keeps its cell (fiber_labels)
     assert (g == expected).all()
-    # one 1 x 1 level: the whole image is one cell (1/4 and 3/16 of it are defect: both normal)
-    assert list(margins.fiber_groups(prep, 1, 1).reshape(-1)) == [NORMAL, NORMAL, NORMAL]
+    # one 1 x 1 level: the whole image is one cell; 1/4 and 3/16 of it are defect, below half,
+    # but each defect keeps the one cell there is
+    assert list(margins.fiber_groups(prep, 1, 1).reshape(-1)) == [NORMAL, SEEN, UNSEEN]
 
 
 def test_fiber_l_by_group_splits_logp_over_n(prep):
@@ -48,8 +52,8 @@ def test_fiber_l_by_group_splits_logp_over_n(prep):
     out = margins.fiber_l_by_group(prep, logps, 10.0)
     assert list(out) == [NORMAL, SEEN, UNSEEN]
     assert out[SEEN].tolist() == [0.4]  # image 1, fiber (0, 0): logp 4
-    assert out[UNSEEN].tolist() == [0.9]  # image 2, fiber (0, 1): logp 9
-    assert sorted(out[NORMAL].tolist()) == pytest.approx([k / 10 for k in (0, 1, 2, 3, 5, 6, 7, 8, 10, 11)])
+    assert out[UNSEEN].tolist() == pytest.approx([0.9, 1.1])  # image 2, fibers (0, 1) and (1, 1): logp 9, 11
+    assert sorted(out[NORMAL].tolist()) == pytest.approx([k / 10 for k in (0, 1, 2, 3, 5, 6, 7, 8, 10)])
 
 
 def test_rates_at_by_hand():
@@ -72,11 +76,11 @@ def test_margin_fractions_on_the_lines():
 
 def test_train_boundaries_is_compute_boundaries_on_all_training_normals():
     l = np.arange(100, dtype=np.float64)[::-1] / 10  # 9.9 .. 0.0, unsorted order
-    b_n, b_a = margins.train_boundaries(l, beta=0.05, tau=0.25)  # ⌊0.05·100⌋ = 5th smallest: 0.5
+    b_n, b_a = boundaries_from_normals(l, beta=0.05, tau=0.25, normalizer=1.0)  # ⌊0.05·100⌋ = 5th smallest: 0.5
     assert (b_n, b_a) == pytest.approx((0.5, 0.25))
     logp = torch.randn(4, 3, 3)  # (n_train, H, W) logp, N = 10
     want = compute_boundaries(logp.reshape(-1), None, 0.1, 0.3, 10.0)
-    assert margins.train_boundaries(logp, 0.1, 0.3, 10.0) == (float(want[0]), float(want[1]))
+    assert boundaries_from_normals(logp, 0.1, 0.3, 10.0) == (float(want[0]), float(want[1]))
 
 
 def test_l_range_shows_every_group():

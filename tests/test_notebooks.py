@@ -13,7 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bgad_lite.course import setup, notebooks, student
+from bgad_lite.config import PRESETS
+from bgad_lite.course import notebooks, setup, student
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -80,7 +81,7 @@ def test_make_config_smoke_and_cache_keys(monkeypatch, tmp_path):
     assert setup.make_config(cache_dir=str(tmp_path)) == full  # same parameters, same config, same cache keys
     monkeypatch.setenv("BGAD_SMOKE", "1")
     smoke = setup.make_config(cache_dir=str(tmp_path))
-    assert all(getattr(smoke, k) <= v for k, v in setup.SMOKE_SETTINGS.items())
+    assert all(getattr(smoke, k) <= v for k, v in PRESETS["fast"].items())
     with pytest.raises(setup.BGADError, match="textures"):
         setup.make_config("textures", "carpet")
     with pytest.raises(setup.BGADError, match="neither"):
@@ -208,5 +209,5 @@ def test_margin_explorer_cell_explains_what_is_missing(capsys):
 def test_describe_names_the_phase_2_work():
     from bgad_lite import BGADConfig
 
-    line = setup.describe(BGADConfig(epochs_phase1=9, epochs_phase2=7, n_cutpaste=5, anomaly_repeats=2))
+    line = setup.describe(BGADConfig(epochs_phase1=9, epochs_phase2=7, n_cutpaste=5))
     assert "epochs 9 + 7" in line and "5 CutPastes" in line and "anomalies 2× per phase-2 epoch" in line

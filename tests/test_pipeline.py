@@ -7,16 +7,20 @@ import pytest
 import torch
 
 from bgad_lite import BGADConfig, BGADError, pipeline
+from bgad_lite.config import PRESETS
 from bgad_lite.checkpoint import load_checkpoint
 from bgad_lite.gaussian import GaussianModel
 from bgad_lite.cli import main
-from bgad_lite.data.textures import DEFECT_TYPES, make_texture_dataset
-from bgad_lite.train import make_flows, make_levels, train_flows
+from bgad_lite.data.defects import DEFECT_TYPES
+from bgad_lite.data.textures import make_texture_dataset
+from bgad_lite.flow import fiber_labels, make_levels
+from bgad_lite.prepare import ANOMALY_REPEATS
+from bgad_lite.train import epoch_chunks, make_flows, train_flows
 
 
 def tiny_config(root, tmp_path, **kw):
     base = dict(data_dir=str(root), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
-                epochs_phase1=2, epochs_phase2=1, n_blocks=2, cond_dim=16, batch_images=8, fiber_chunk=512,
+                epochs_phase1=2, epochs_phase2=1, n_blocks=2, cond_dim=16,
                 cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"))
     base.update(kw)
     return BGADConfig(**base)
@@ -69,24 +73,25 @@ def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
 
 
 def test_run_is_reproducible_and_reuses_the_phase1_cache(tiny_root, tmp_path):
-    cfg = tiny_config(tiny_root, tmp_path, variants=("bgad",))
-    first = pipeline.run(cfg, progress=False)
-    second = pipeline.run(cfg, progress=False)
+    cfg = tiny_config(tiny_root, tmp_path)
+    first = pipeline.run(cfg, progress=False, variants=("bgad",))
+    second = pipeline.run(cfg, progress=False, variants=("bgad",))
+    assert set(first["results"]) == {"bgad"} and first["variants"] == ["bgad"]
     assert not first["phase1_from_cache"] and second["phase1_from_cache"]
     assert first["results"] == second["results"]
 
 
 def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
-    cfg = tiny_config(tiny_root, tmp_path, variants=("unsupervised", "bgad"))
+    cfg = tiny_config(tiny_root, tmp_path)
     path = tmp_path / "cfg.json"
     cfg.to_json(path)
-    assert main(["run", "--config", str(path), "--seed", "1", "--quiet"]) == 0
+    assert main(["run", "--config", str(path), "--seed", "1", "--quiet", "--variants", "unsupervised, bgad"]) == 0
     out = capsys.readouterr().out
     assert "| bgad | unseen |" in out and "results.json" in out
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     levels = ", ".join(str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on) or "none"
     assert "positions aligned (--align-positions auto): alpha per level" in out and f"levels aligned: {levels}" in out
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["config"]["seed"] == 1
+    assert summary["config"]["seed"] == 1 and set(summary["results"]) == {"unsupervised", "bgad"}
 
 
 @pytest.fixture(scope="module")
@@ -106,25 +111,21 @@ def wide_root(tiny_root, tmp_path_factory):
 
 def test_non_square_images_keep_their_aspect_ratio(wide_root, tmp_path, capsys):
     # aspect 2 at image_size 64: √2 = 1.414, 64 / 1.414 = 45.3 -> 48, 64 · 1.414 = 90.5 -> 96
-    cfg = tiny_config(wide_root, tmp_path, variants=("bgad",))
+    cfg = tiny_config(wide_root, tmp_path)
     prep = pipeline.prepare(cfg, progress=False)
     assert prep.image_hw == (48, 96) and prep.test_masks.shape[1:] == (48, 96)
     assert [tuple(f.shape[2:]) for f in prep.train_features] == [(12, 24), (6, 12), (3, 6)]  # strides 4, 8, 16
     assert prep.anomaly_masks.shape[1:] == (48, 96) and prep.test_masks.any()
     ev = pipeline.evaluate(GaussianModel.fit(prep.raw_features("train")), prep)
     assert ev["maps"].shape == (len(prep.test_images), 48, 96)
-    square = pipeline.prepare(tiny_config(wide_root, tmp_path, keep_aspect=False), progress=False)
-    assert square.image_hw == (64, 64) and [tuple(f.shape[2:]) for f in square.train_features][0] == (16, 16)
     cfg.to_json(tmp_path / "cfg.json")
-    assert main(["run", "--config", str(tmp_path / "cfg.json"), "--quiet"]) == 0
+    assert main(["run", "--config", str(tmp_path / "cfg.json"), "--quiet", "--variants", "bgad"]) == 0
     out = capsys.readouterr().out
     assert "images resized to 48 x 96 (height x width)" in out
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["data"]["image_hw"] == [48, 96]
     flows, saved, _ = load_checkpoint(tmp_path / "out" / "checkpoints" / "bgad", cfg)
-    assert saved.keep_aspect
-    with pytest.raises(BGADError, match="keep_aspect"):  # a model of other input shapes is refused
-        load_checkpoint(tmp_path / "out" / "checkpoints" / "bgad", tiny_config(wide_root, tmp_path, keep_aspect=False))
+    assert saved == cfg and len(flows) == 3
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
@@ -161,14 +162,13 @@ def test_single_type_category_needs_explicit_seen_types(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_values():
-    cfg = BGADConfig(n_blocks=1, cond_dim=8, fiber_chunk=64, batch_images=2)
     feats = torch.randn(2, 4, 4, 4)
     feats[1, :, 2, 2] = float("nan")
-    levels = make_levels([feats], [torch.zeros(2, 4, 4, dtype=torch.bool)], cfg.cond_dim)
-    flows = make_flows([4], cfg)
+    levels = make_levels([feats], [torch.zeros(2, 4, 4, dtype=torch.bool)], 8)
+    flows = make_flows([4], cond_dim=8, n_blocks=1, seed=0)
     before = [p.detach().clone() for p in flows.parameters()]
     with pytest.raises(BGADError, match=r"non-finite at epoch 1, level 0, step 0.*'ml': nan"):
-        train_flows(flows, levels, cfg, "ml", epochs=1, progress=False)
+        train_flows(flows, levels, "ml", epochs=1, lr=1e-3, batch_images=2, fiber_chunk=64, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, flows.parameters()))  # nothing was stepped
 
 
@@ -176,16 +176,17 @@ def test_train_normalisation_scores_an_image_alone_as_in_the_test_set(tiny_root,
     cfg = tiny_config(tiny_root, tmp_path)
     prep = pipeline.prepare(cfg, progress=False)
     flows, _ = pipeline.fit_phase1(prep, progress=False)
+    from bgad_lite.scoring import anomaly_maps, level_logps
+
     ev_train = pipeline.evaluate(flows, prep)
-    ev_test = pipeline.evaluate(flows, prep, BGADConfig(**{**cfg.to_dict(), "score_norm": "test"}))
+    test_maps = anomaly_maps(ev_train["test_logps"], prep.image_hw, None)  # the paper's code: test-set maxima
     assert ev_train["maps"].shape == (len(prep.test_images), 64, 64)
-    assert np.isfinite(ev_train["maps"]).all() and np.isfinite(ev_test["maps"]).all()
+    assert np.isfinite(ev_train["maps"]).all() and np.isfinite(test_maps).all()
     # One image scored alone gets the same map as inside the test set ("train" mode only).
     one = pipeline.Prepared(**{**prep.__dict__, "test_features": [f[:1] for f in prep.test_features],
                                "test_images": prep.test_images[:1], "test_masks": prep.test_masks[:1],
                                "test_labels": prep.test_labels[:1], "test_types": prep.test_types[:1]})
-    from bgad_lite.scoring import anomaly_maps, level_logps
-    pos = [lv.pos for lv in prep.phase1_levels()]
+    pos = [lv.pos for lv in prep.phase1_levels(cfg.cond_dim)]
     one_logps = level_logps(flows, one.test_features, pos)
     alone = anomaly_maps(one_logps, 64, ev_train["level_ref"])
     np.testing.assert_allclose(alone[0], ev_train["maps"][0], rtol=1e-5, atol=1e-6)
@@ -193,36 +194,42 @@ def test_train_normalisation_scores_an_image_alone_as_in_the_test_set(tiny_root,
     # starts at 0 wherever it peaks, whatever the rest of the test set looks like.
     alone_test = anomaly_maps(one_logps, 64, None)
     assert alone_test[0].min() == 0.0
-    assert not np.allclose(alone_test[0], ev_test["maps"][0], atol=1e-3)
+    assert not np.allclose(alone_test[0], test_maps[0], atol=1e-3)
 
 
 def test_cli_flags_map_onto_the_config():
     from bgad_lite.cli import _parser, config_from_args
 
-    args = _parser().parse_args(["run", "--seen-types", "hole, scratch", "--n-anomalies", "4", "--image-size", "64",
-                                 "--fast"])
+    args = _parser().parse_args(["run", "--seen-types", "hole, scratch", "--n-anomalies", "4", "--image-size", "96",
+                                 "--preset", "fast"])
     cfg = config_from_args(args)
-    assert cfg.seen_types == ("hole", "scratch") and cfg.n_anomalies == 4 and cfg.image_size == 64
-    assert (cfg.epochs_phase1, cfg.epochs_phase2) == (6, 3)
+    assert cfg.seen_types == ("hole", "scratch") and cfg.n_anomalies == 4 and cfg.image_size == 96  # flags win
+    assert (cfg.epochs_phase1, cfg.epochs_phase2) == (PRESETS["fast"]["epochs_phase1"], PRESETS["fast"]["epochs_phase2"])
     assert config_from_args(_parser().parse_args(["run"])) == BGADConfig()
     assert BGADConfig().align_positions == "auto"
     assert config_from_args(_parser().parse_args(["run", "--align-positions", "on"])).align_positions == "on"
-    assert BGADConfig().keep_aspect and not config_from_args(_parser().parse_args(["run", "--square"])).keep_aspect
     with pytest.raises(SystemExit):  # argparse names the choices
         _parser().parse_args(["run", "--align-positions", "yes"])
+    with pytest.raises(SystemExit):  # one flag for a smoke run: --preset fast
+        _parser().parse_args(["run", "--fast"])
 
 
 def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
-    cfg = tiny_config(tiny_root, tmp_path, standardize=True, label_rule="keep")
+    """Phase 2 depends on the seed alone, not on the number of processes: three variants trained
+    in one process one after another equal those of two processes, where one worker trains two
+    variants in a row (imap_unordered hands it whichever comes next)."""
+    cfg = tiny_config(tiny_root, tmp_path)
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = pipeline.fit_phase1(prep, progress=False)
-    seq = pipeline.fit_variants(prep, phase1, ["bgad", "naive_push"], progress=False, workers=1)
-    par = pipeline.fit_variants(prep, phase1, ["bgad", "naive_push"], progress=False, workers=2)
-    assert list(par) == ["bgad", "naive_push"]
+    variants = ["unsupervised", "bgad", "naive_push"]
+    seq = pipeline.fit_variants(prep, phase1, variants, progress=False, workers=1)
+    par = pipeline.fit_variants(prep, phase1, variants, progress=False, workers=2)
+    assert list(par) == variants
     for v in seq:
         a, b = seq[v][0].state_dict(), par[v][0].state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
         assert seq[v][1] == par[v][1]
+        assert pipeline.evaluate(seq[v][0], prep)["metrics"] == pipeline.evaluate(par[v][0], prep)["metrics"]
     # phase 2 moved the weights away from phase 1, differently per variant
     p1 = phase1.state_dict()
     moved = [k for k in p1 if not torch.equal(p1[k], seq["bgad"][0].state_dict()[k])]
@@ -243,76 +250,34 @@ def test_no_forked_workers_where_a_gpu_is_visible(tiny_root, tmp_path, monkeypat
     assert "one after another" in caplog.text
 
 
-@pytest.mark.parametrize("label_rule", ["keep", "ignore"])
-def test_anomaly_repeats_list_every_anomaly_image_r_times(tiny_root, tmp_path, label_rule):
-    """Phase 2 sees N_train normals, then r copies of the N_anom anomaly images, each copy with
-    its own fiber labels (and ignore masks); phase 1 is untouched."""
-    once = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_repeats=1),
-                            progress=False)
-    thrice = pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_repeats=3),
-                              progress=False)
-    n_train, n_anom = len(once.train_images), len(once.anomaly_images)
-    for lv1, lv3, p1, p3 in zip(once.phase2_levels(), thrice.phase2_levels(), once.phase1_levels(),
-                                thrice.phase1_levels()):
-        assert len(lv1.features) == n_train + n_anom and len(lv3.features) == n_train + 3 * n_anom
-        assert torch.equal(p1.features, p3.features) and torch.equal(p1.masks, p3.masks)
-        assert torch.equal(lv3.features[:n_train + n_anom], lv1.features)
-        assert torch.equal(lv3.masks[:n_train + n_anom], lv1.masks)
-        for k in (1, 2):
-            copy = slice(n_train + k * n_anom, n_train + (k + 1) * n_anom)
-            assert torch.equal(lv3.features[copy], lv1.features[n_train:])
-            assert torch.equal(lv3.masks[copy], lv1.masks[n_train:])
-            if label_rule == "ignore":
-                assert torch.equal(lv3.ignore[copy], lv1.ignore[n_train:])
-        assert not lv1.masks[:n_train].any()
-    assert once.phase2_levels()[0].masks[n_train:].any()  # the finest level has anomalous fibers to repeat
-    with pytest.raises(BGADError, match="anomaly_repeats"):
-        tiny_config(tiny_root, tmp_path, anomaly_repeats=0)
-
-
-@pytest.mark.parametrize("label_rule", ["keep", "half"])
-def test_anomaly_normals_choose_which_anomaly_images_bring_normal_fibers(tiny_root, tmp_path, label_rule):
-    """Phase 2's normal fibers: every fiber of the normal training images, plus the untouched normal
-    fibers of the anomaly images that ``anomaly_normals`` admits — all of them ("all", the official
-    code), the labelled images and flips but no CutPaste ("real"), none ("none"). Anomalous fibers
-    always stay."""
-    from bgad_lite.flow import fiber_labels
-    from bgad_lite.train import epoch_chunks
-
-    preps = {mode: pipeline.prepare(tiny_config(tiny_root, tmp_path, label_rule=label_rule, anomaly_normals=mode,
-                                                anomaly_repeats=2), progress=False)
-             for mode in ("all", "real", "none")}
-    prep = preps["all"]
-    n_train, r = len(prep.train_images), 2
-    cutpaste = np.array(prep.anomaly_kinds) == "cutpaste"
-    assert cutpaste.any() and not cutpaste.all()
+def test_phase2_lists_every_anomaly_image_r_times_with_its_fiber_labels(tiny_root, tmp_path):
+    """Phase 2 sees the N_train normals (every fiber normal, none left out), then r copies of the
+    N_anom anomaly images, each with the labels of :func:`fiber_labels`: anomalous fibers, and the
+    fibers a defect only touches left out. Phase 1 sees the normals alone."""
+    cfg = tiny_config(tiny_root, tmp_path)
+    prep = pipeline.prepare(cfg, progress=False)
+    n_train, n_anom, r = len(prep.train_images), len(prep.anomaly_images), ANOMALY_REPEATS
     masks = torch.from_numpy(prep.anomaly_masks)
-    levels = {mode: p.phase2_levels() for mode, p in preps.items()}
-    for j in range(len(levels["all"])):
-        lv = {mode: levels[mode][j] for mode in levels}
-        h, w = lv["all"].masks.shape[1:]
-        m, touched = fiber_labels(masks, h, w, prep.cfg.label_fraction, label_rule)
-        touched = torch.zeros_like(m) if touched is None else touched
-        expected = {"all": touched, "none": ~m,
-                    "real": torch.where(torch.from_numpy(cutpaste)[:, None, None], ~m, touched)}
-        for mode, want in expected.items():
-            assert torch.equal(lv[mode].masks, lv["all"].masks)
-            ignore = torch.zeros_like(lv[mode].masks) if lv[mode].ignore is None else lv[mode].ignore
-            assert not ignore[:n_train].any()  # every fiber of a normal training image is trained on
-            assert torch.equal(ignore[n_train:], torch.cat([want] * r)), mode
-            # what one epoch feeds the flow of this level: count normal and anomalous fibers
-            gen = torch.Generator().manual_seed(0)
-            chunk_masks = [a for _, _, _, a in epoch_chunks([lv[mode]], 4, 512, normal_only=False, gen=gen)]
-            n_normal = sum(int((~a).sum()) for a in chunk_masks)
-            assert n_normal == n_train * h * w + r * int((~m & ~want).sum()), mode
-            assert sum(int(a.sum()) for a in chunk_masks) == r * int(m.sum()), mode
-    with pytest.raises(BGADError, match="anomaly_normals"):
-        tiny_config(tiny_root, tmp_path, anomaly_normals="some")
+    for lv1, lv2 in zip(prep.phase1_levels(cfg.cond_dim), prep.phase2_levels(cfg.cond_dim)):
+        h, w = lv2.masks.shape[1:]
+        m, touched = fiber_labels(masks, h, w)
+        assert len(lv1.features) == n_train and not lv1.masks.any()
+        assert len(lv2.features) == n_train + r * n_anom
+        assert torch.equal(lv2.features[:n_train], lv1.features)
+        assert not lv2.masks[:n_train].any() and not lv2.ignore[:n_train].any()
+        assert torch.equal(lv2.masks[n_train:], torch.cat([m] * r))
+        assert torch.equal(lv2.ignore[n_train:], torch.cat([touched] * r))
+        # what one epoch feeds this level's flow: every kept fiber once
+        chunks = [a for _, _, _, a in epoch_chunks([lv2], 4, 512, normal_only=False,
+                                                     gen=torch.Generator().manual_seed(0))]
+        assert sum(int((~a).sum()) for a in chunks) == n_train * h * w + r * int((~m & ~touched).sum())
+        assert sum(int(a.sum()) for a in chunks) == r * int(m.sum())
+    assert prep.phase2_levels(cfg.cond_dim)[0].masks[n_train:].any()  # the finest level has anomalous fibers
 
 
 def test_lr_phase2_sets_phase_2_alone(tiny_root, tmp_path):
-    """``lr_phase2`` is the learning rate of phase 2 only: a variant trained with lr_phase2 = x from
-    given phase-1 flows equals one trained with lr = x; phase 1 (and its cache key) ignore it."""
+    """``lr_phase2`` is the learning rate of phase 2, ``lr`` that of phase 1 alone: from given phase-1
+    flows a variant does not depend on ``lr``; phase 1 (and its cache key) ignore ``lr_phase2``."""
     import dataclasses
 
     cfg = tiny_config(tiny_root, tmp_path, epochs_phase2=2)
@@ -321,8 +286,7 @@ def test_lr_phase2_sets_phase_2_alone(tiny_root, tmp_path):
     split = dataclasses.replace(cfg, lr_phase2=3e-3)
     assert pipeline.phase1_checkpoint_dir(prep, split) == pipeline.phase1_checkpoint_dir(prep, cfg)
     a, hist_a, _ = pipeline.fit_variant(prep, phase1, "bgad", split, progress=False)
-    b, hist_b, _ = pipeline.fit_variant(prep, phase1, "bgad", dataclasses.replace(cfg, lr=3e-3, lr_phase2=None),
-                                        progress=False)
+    b, hist_b, _ = pipeline.fit_variant(prep, phase1, "bgad", dataclasses.replace(split, lr=5e-4), progress=False)
     c, _, _ = pipeline.fit_variant(prep, phase1, "bgad", cfg, progress=False)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa) and hist_a == hist_b
@@ -331,29 +295,25 @@ def test_lr_phase2_sets_phase_2_alone(tiny_root, tmp_path):
         tiny_config(tiny_root, tmp_path, lr_phase2=0.0)
 
 
-def test_phase1_cache_entry_from_an_older_version_is_retrained(tiny_root, tmp_path, caplog):
-    """A cached phase-1 checkpoint whose config.json predates ``keep_aspect`` loads as trained on
-    squares (keep_aspect=False), which the default settings refuse: the cache treats it as a miss,
-    trains phase 1 again (the same flows: same seed and data) and replaces the entry, instead of
-    stopping the run."""
-    import json
+def test_a_phase1_cache_entry_that_does_not_fit_is_retrained(tiny_root, tmp_path, caplog):
+    """A cached phase-1 checkpoint whose config.json does not fit the asked settings (here: written
+    with another P) is refused by load_checkpoint; the cache treats it as a miss, trains phase 1
+    again (the same flows: same seed and data) and replaces the entry, instead of stopping the run."""
     import logging
 
     cfg = tiny_config(tiny_root, tmp_path)
-    assert cfg.keep_aspect
     prep = pipeline.prepare(cfg, progress=False)
     first, _ = pipeline.fit_phase1_cached(prep, progress=False)
     path = pipeline.phase1_checkpoint_dir(prep)
     saved = json.loads((path / "config.json").read_text())
-    del saved["keep_aspect"]
-    (path / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(BGADError, match="keep_aspect"):
+    (path / "config.json").write_text(json.dumps({**saved, "cond_dim": 8}))
+    with pytest.raises(BGADError, match="cond_dim"):
         load_checkpoint(path, cfg)
     assert not pipeline.phase1_is_cached(prep)  # so run() reports phase 1 as trained, not loaded
     with caplog.at_level(logging.WARNING, logger="bgad_lite.pipeline"):
         again, _ = pipeline.fit_phase1_cached(prep, progress=False)
     assert any("training them again" in r.getMessage() for r in caplog.records)
-    assert json.loads((path / "config.json").read_text())["keep_aspect"] is True  # the entry was replaced
+    assert json.loads((path / "config.json").read_text())["cond_dim"] == 16  # the entry was replaced
     sa, sb = first.state_dict(), again.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     caplog.clear()

@@ -5,6 +5,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 
+from bgad_lite.boundary import boundaries_from_normals
 from bgad_lite.explore import margins, plots
 from bgad_lite.explore.margins import NORMAL, SEEN, UNSEEN
 
@@ -82,7 +83,7 @@ def test_epoch_figure_shows_the_chosen_epochs_with_their_own_boundaries():
     fig = plots.epoch_figure(rec, beta=0.1, tau=0.2, epochs=(0, 4))
     assert [ax.get_title() for ax in fig.axes] == ["epoch 0 (phase 1)", "epoch 4"]
     for ax, s in zip(fig.axes, (rec.snapshots[0], rec.snapshots[4])):
-        b_n, b_a = margins.train_boundaries(s.l_train, 0.1, 0.2)
+        b_n, b_a = boundaries_from_normals(s.l_train, 0.1, 0.2, normalizer=1.0)
         xs = sorted(ln.get_xdata()[0] for ln in ax.get_lines())
         assert xs == pytest.approx([b_a, b_n])
         assert ax.get_xlim() == pytest.approx(margins.epoch_xlim(rec.snapshots, rec.groups))
@@ -92,7 +93,7 @@ def test_epoch_animation_has_a_frame_per_snapshot_with_its_boundaries():
     rec = _recorder()
     fig = plots.epoch_animation(rec, beta=0.1, tau=0.2, bins=30)
     assert [f.name for f in fig.frames] == ["0", "1", "2", "3", "4"]
-    b_n, b_a = margins.train_boundaries(rec.snapshots[3].l_train, 0.1, 0.2)
+    b_n, b_a = boundaries_from_normals(rec.snapshots[3].l_train, 0.1, 0.2, normalizer=1.0)
     shapes = fig.frames[3].layout.shapes
     assert (shapes[0].x0, shapes[0].x1) == pytest.approx((b_a, b_n))
     assert [len(t.y) for t in fig.frames[3].data] == [30, 30, 30]

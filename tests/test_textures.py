@@ -1,4 +1,4 @@
-"""Tests of bgad_lite.data.textures: the embedded texture data set."""
+"""Tests of bgad_lite.data.defects and bgad_lite.data.textures: the embedded texture data set."""
 
 from __future__ import annotations
 
@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad_lite.data import textures
 from bgad_lite.config import BGADError
+from bgad_lite.data import textures
+from bgad_lite.data.defects import DEFECT_TYPES, TEXTURES, add_defect, normal_crop, to_uint8
 from bgad_lite.data.layout import load_category
-from bgad_lite.data.textures import (
-    DEFECT_TYPES,
-    STAMP_NAME,
-    TEXTURES,
-    add_defect,
-    make_texture_dataset,
-    normal_crop,
-)
+from bgad_lite.data.textures import STAMP_NAME, make_texture_dataset
 
 SMALL = dict(n_train=6, n_test_good=3, n_per_type=3, size=64)
 
@@ -97,7 +91,7 @@ def test_written_defects_change_their_masked_pixels(tmp_path: Path, monkeypatch:
         written = np.asarray(Image.open(folder / "test" / defect_type / f"{stem}.png"))
         written_mask = np.asarray(Image.open(folder / "ground_truth" / defect_type / f"{stem}_mask.png")) > 0
         assert np.array_equal(written_mask, mask)
-        changed = np.any(written != textures.to_uint8(clean), axis=2)
+        changed = np.any(written != to_uint8(clean), axis=2)
         assert changed[mask].mean() >= 0.25, (defect_type, stem)
 
 

@@ -10,13 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from bgad_lite import BGADConfig, BGADError
+from bgad_lite import BGADError
 from bgad_lite.flow import log_likelihood, positional_encoding_2d, to_fibers
 from bgad_lite.losses import bg_spp_loss, focal_weights, ml_loss
 from bgad_lite.data.augment import synthesise_anomalies
-from bgad_lite.train import LevelData, epoch_chunks, lr_factor, make_flows, objective_terms, train_flows, train_step
+from bgad_lite.flow import LevelData
+from bgad_lite.train import epoch_chunks, lr_factor, make_flows, objective_terms, train_flows, train_step
 
-CFG = BGADConfig(n_blocks=2, cond_dim=8, batch_images=4, fiber_chunk=10_000, lr=1e-3, seed=3)
+COND_DIM = 8
+#: one level's training: one image batch of ≤ 4 images, one chunk of every fiber
+KW = dict(lr=1e-3, seed=3, batch_images=4, fiber_chunk=10_000, progress=False)
+
+
+def _flows(seed: int = 3):
+    return make_flows([6], cond_dim=COND_DIM, n_blocks=2, seed=seed)
 
 
 def _level(n=4, c=6, h=3, w=3, anomalous=(), dtype=torch.float64, seed=0):
@@ -26,7 +33,7 @@ def _level(n=4, c=6, h=3, w=3, anomalous=(), dtype=torch.float64, seed=0):
     for i, r, col in anomalous:
         masks[i, r, col] = True
         feats[i, :, r, col] += 4.0  # anomalous fibers lie away from the normal ones
-    return LevelData(feats, masks, positional_encoding_2d(CFG.cond_dim, h, w).to(dtype))
+    return LevelData(feats, masks, positional_encoding_2d(COND_DIM, h, w).to(dtype))
 
 
 def _params(flows):
@@ -35,11 +42,11 @@ def _params(flows):
 
 def test_one_phase1_step_equals_a_hand_written_step():
     level = _level()
-    flows = make_flows([6], CFG).double()
+    flows = _flows().double()
     by_hand = copy.deepcopy(flows[0]).train()
     # one image batch (batch_images = n) and one chunk (fiber_chunk ≥ n·H·W): exactly one step at lr
-    train_flows(flows, [level], CFG, "ml", epochs=1, progress=False)
-    opt = torch.optim.Adam(by_hand.parameters(), lr=CFG.lr)
+    train_flows(flows, [level], "ml", epochs=1, **KW)
+    opt = torch.optim.Adam(by_hand.parameters(), lr=KW["lr"])
     x, c, _ = to_fibers(level.features, level.pos)
     z, ljd = by_hand(x, c=[c])
     loss = ml_loss(log_likelihood(z, ljd))
@@ -47,7 +54,7 @@ def test_one_phase1_step_equals_a_hand_written_step():
     loss.backward()
     opt.step()
     moved = 0
-    for a, b, p0 in zip(flows[0].parameters(), by_hand.parameters(), make_flows([6], CFG).double()[0].parameters()):
+    for a, b, p0 in zip(flows[0].parameters(), by_hand.parameters(), _flows().double()[0].parameters()):
         assert torch.allclose(a, b, atol=1e-12), "train_flows and the hand step differ"
         moved += int(not torch.allclose(a, p0))
     assert moved > 0  # the step changed the weights
@@ -55,27 +62,23 @@ def test_one_phase1_step_equals_a_hand_written_step():
 
 def test_fixed_boundaries_are_used_as_given():
     level = _level(anomalous=[(0, 1, 1), (2, 0, 2)])
-    cfg = BGADConfig(**{**CFG.to_dict(), "boundary": "fixed"})
-    flows = make_flows([6], cfg).double()
+    flows = _flows().double()
     # b_n far above every normal: every normal is pulled by (b_n − l); b_a far below every anomaly
-    hist = train_flows(flows, [level], cfg, "bgad", epochs=1, fixed_boundaries=[(5.0, -50.0)], progress=False)
+    hist = train_flows(flows, [level], "bgad", epochs=1, fixed_boundaries=[(5.0, -50.0)], **KW)
     assert hist[0]["b_n/0"] == 5.0 and hist[0]["b_a/0"] == -50.0
-    fresh = make_flows([6], cfg).double()
+    fresh = _flows().double()
     with torch.no_grad():
         x, c, m = to_fibers(level.features, level.pos, level.masks)
-        l = log_likelihood(*fresh[0](x, c=[c])) / cfg.normalizer
+        l = log_likelihood(*fresh[0](x, c=[c])) / 10.0  # N
     assert hist[0]["pull/0"] == pytest.approx(float((5.0 - l[~m]).mean()), rel=1e-9)
     assert hist[0]["push/0"] == pytest.approx(float((l[m] - (-50.0)).mean()), rel=1e-9)
-    with pytest.raises(Exception, match="fixed_boundaries"):
-        train_flows(make_flows([6], cfg).double(), [level], cfg, "bgad", epochs=1, progress=False)
 
 
 def test_focal_weights_change_the_loss_as_the_formula_says():
     logp = torch.tensor([-1.0, -3.0, -15.0, 1.0, -8.0, -30.0], dtype=torch.float64)
     is_anomaly = torch.tensor([False, False, False, True, True, True])
-    cfg = BGADConfig(focal_weighting=True)
     b_n, b_a = torch.tensor(-0.25, dtype=torch.float64), torch.tensor(-0.35, dtype=torch.float64)
-    terms = objective_terms(logp, is_anomaly, "bgad", cfg, b_n, b_a)
+    terms = objective_terms(logp, is_anomaly, "bgad", normalizer=10.0, lam=1.0, focal=True, b_n=b_n, b_a=b_a)
     l = logp / 10
     # hand weights: normal 1 if l > −0.2 else 11.7·(1 − eˡ)^0.5·|l|; anomalous 1 if l ≤ −1 else 0.53·(1 + eˡ)²/|l|
     w = torch.tensor([1.0, 11.7 * math.sqrt(1 - math.exp(-0.3)) * 0.3, 11.7 * math.sqrt(1 - math.exp(-1.5)) * 1.5,
@@ -88,7 +91,7 @@ def test_focal_weights_change_the_loss_as_the_formula_says():
     assert float(terms["ml"]) == pytest.approx(float(ml))
     assert float(terms["pull"]) == pytest.approx(float(pull))
     assert float(terms["push"]) == pytest.approx(float(push))
-    plain = objective_terms(logp, is_anomaly, "bgad", BGADConfig(), b_n, b_a)
+    plain = objective_terms(logp, is_anomaly, "bgad", b_n=b_n, b_a=b_a)
     assert float(plain["loss"]) != pytest.approx(float(terms["loss"]))
     assert float(plain["pull"]) == pytest.approx(float(bg_spp_loss(logp, is_anomaly, b_n, b_a, 10.0)[0]))
 
@@ -96,12 +99,12 @@ def test_focal_weights_change_the_loss_as_the_formula_says():
 def test_left_out_fibers_take_no_part():
     level = _level(anomalous=[(0, 1, 1), (1, 2, 2)])
     ignored = LevelData(level.features, level.masks, level.pos, ignore=level.masks.clone())
-    flows_a, flows_b = make_flows([6], CFG).double(), make_flows([6], CFG).double()
-    hist = train_flows(flows_a, [ignored], CFG, "bgad", epochs=1, progress=False)
+    flows_a, flows_b = _flows().double(), _flows().double()
+    hist = train_flows(flows_a, [ignored], "bgad", epochs=1, **KW)
     assert hist[0]["push/0"] == 0.0  # every anomalous fiber was left out
     # the same as training on the normal fibers only (the anomalous cells replaced by nothing)
     normal_only = LevelData(level.features, torch.zeros_like(level.masks), level.pos, ignore=level.masks.clone())
-    train_flows(flows_b, [normal_only], CFG, "bgad", epochs=1, progress=False)
+    train_flows(flows_b, [normal_only], "bgad", epochs=1, **KW)
     assert all(torch.equal(a, b) for a, b in zip(flows_a.parameters(), flows_b.parameters()))
 
 
@@ -117,28 +120,25 @@ def test_learning_rate_schedule_by_hand():
 
 def test_training_is_deterministic_by_seed():
     level = _level(dtype=torch.float32, anomalous=[(0, 0, 0)])
-    cfg = BGADConfig(**{**CFG.to_dict(), "batch_images": 2, "fiber_chunk": 7})
     runs = []
     for seed in (3, 3, 4):
-        c = BGADConfig(**{**cfg.to_dict(), "seed": seed})
-        flows = make_flows([6], c)
-        train_flows(flows, [level], c, "bgad", epochs=2, progress=False)
+        flows = _flows(seed)
+        train_flows(flows, [level], "bgad", epochs=2, **{**KW, "seed": seed, "batch_images": 2, "fiber_chunk": 7})
         runs.append(_params(flows))
     assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
     assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]))
 
 
-def test_no_flipped_images_without_flip_anomalies():
+def test_synthesised_anomalies_are_the_labelled_their_flips_and_cutpastes():
     rng = np.random.default_rng(0)
     train = rng.random((5, 32, 32, 3)).astype(np.float32)
     labelled = rng.random((2, 32, 32, 3)).astype(np.float32)
     masks = np.zeros((2, 32, 32), bool)
     masks[:, 10:16, 8:20] = True
-    cfg = BGADConfig(n_cutpaste=3, flip_anomalies=False)
-    images, out_masks, kinds = synthesise_anomalies(train, labelled, masks, cfg)
-    assert kinds == ["labelled"] * 2 + ["cutpaste"] * 3 and len(images) == len(out_masks) == 5
-    _, _, kinds_flip = synthesise_anomalies(train, labelled, masks, BGADConfig(n_cutpaste=3))
-    assert kinds_flip == ["labelled"] * 2 + ["flip"] * 2 + ["cutpaste"] * 3
+    images, out_masks, kinds = synthesise_anomalies(train, labelled, masks, n_cutpaste=3, seed=1)
+    assert kinds == ["labelled"] * 2 + ["flip"] * 2 + ["cutpaste"] * 3 and len(images) == len(out_masks) == 7
+    np.testing.assert_array_equal(images[2], labelled[0][:, ::-1])  # a horizontal flip, mask with it
+    np.testing.assert_array_equal(out_masks[2], masks[0][:, ::-1])
 
 
 def test_epoch_chunks_visit_every_kept_fiber_once_per_epoch():
@@ -160,17 +160,17 @@ def test_epoch_chunks_visit_every_kept_fiber_once_per_epoch():
 
 def test_train_step_skips_a_chunk_without_normals_and_refuses_a_non_finite_loss():
     level = _level()
-    flows = make_flows([6], CFG).double()
+    flows = _flows().double()
     opt = torch.optim.Adam(flows[0].parameters(), lr=1e-3)
     x, c, _ = to_fibers(level.features, level.pos, level.masks)
     before = _params(flows)
-    assert train_step(flows[0], opt, x, c, torch.ones(len(x), dtype=torch.bool), "bgad", CFG) is None
+    assert train_step(flows[0], opt, x, c, torch.ones(len(x), dtype=torch.bool), "bgad") is None
     bad = x.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(FloatingPointError):
-        train_step(flows[0], opt, bad, c, torch.zeros(len(x), dtype=torch.bool), "ml", CFG)
+        train_step(flows[0], opt, bad, c, torch.zeros(len(x), dtype=torch.bool), "ml")
     assert all(torch.equal(a, b) for a, b in zip(before, _params(flows)))  # nothing was stepped
-    terms = train_step(flows[0], opt, x, c, torch.zeros(len(x), dtype=torch.bool), "bgad", CFG, (-0.3, -0.4))
+    terms = train_step(flows[0], opt, x, c, torch.zeros(len(x), dtype=torch.bool), "bgad", boundaries=(-0.3, -0.4))
     assert float(terms["b_n"]) == -0.3 and float(terms["b_a"]) == -0.4
     assert not all(torch.equal(a, b) for a, b in zip(before, _params(flows)))
 
@@ -178,6 +178,6 @@ def test_train_step_skips_a_chunk_without_normals_and_refuses_a_non_finite_loss(
 def test_a_non_finite_loss_stops_training_with_a_clear_error():
     level = _level()
     level.features[0, 0, 0, 0] = float("nan")
-    flows = make_flows([6], CFG).double()
+    flows = _flows().double()
     with pytest.raises(BGADError, match="non-finite at epoch 1, level 0"):
-        train_flows(flows, [level], CFG, "ml", 1, progress=False)
+        train_flows(flows, [level], "ml", 1, **KW)

@@ -15,11 +15,11 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("widgets")
     make_texture_dataset(tmp / "data", "brick", seed=3, n_train=8, n_test_good=4, n_per_type=3, size=64)
     cfg = BGADConfig(data_dir=str(tmp / "data"), category="brick", image_size=64, n_anomalies=2, n_cutpaste=2,
-                     epochs_phase1=2, epochs_phase2=2, n_blocks=2, cond_dim=16, batch_images=8, fiber_chunk=512,
+                     epochs_phase1=2, epochs_phase2=2, n_blocks=2, cond_dim=16,
                      cache_dir=str(tmp / "cache"))
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = pipeline.fit_phase1(prep, progress=False)
-    rec = margins.EpochRecorder(prep, level=1, max_fibers=500)
+    rec = margins.EpochRecorder(prep, prep.cfg.normalizer, prep.cfg.cond_dim, level=1, max_fibers=500)
     rec.record(0, phase1)
     flows, _, _ = pipeline.fit_variant(prep, phase1, "bgad", progress=False, on_epoch_end=rec)
     return prep, flows, rec
@@ -41,11 +41,11 @@ def _expected_boundaries(ex, beta, tau):
 
 def _expected_fractions(ex, b_n, b_a):
     """Below / inside / above the margin, counted here from the test logps and the masks."""
-    from bgad_lite.flow import downsample_masks
+    from bgad_lite.flow import fiber_labels
 
     prep = ex.prep
     logp = ex.ev["test_logps"][ex.level.value]  # (N, H, W)
-    fiber = downsample_masks(torch.from_numpy(prep.test_masks), logp.shape[1], logp.shape[2]).numpy()
+    fiber = fiber_labels(torch.from_numpy(prep.test_masks), logp.shape[1], logp.shape[2])[0].numpy()
     seen = np.isin(prep.test_types, prep.split.seen_types)[:, None, None]
     l = logp.double().numpy() / prep.cfg.normalizer
     out = {}
@@ -141,7 +141,7 @@ def test_recorder_matches_flow_logp_and_does_not_move_the_flows(trained):
 
     prep, flows, rec = trained
     feats = prep.test_features[1]
-    pos = prep.phase1_levels()[1].pos
+    pos = prep.phase1_levels(prep.cfg.cond_dim)[1].pos
     full = flow_logp(flows[1], feats, pos).reshape(-1).numpy() / prep.cfg.normalizer
     snap = rec.record(99, flows)
     assert np.isin(np.round(snap.l_test, 4), np.round(full, 4)).all()
@@ -196,21 +196,32 @@ def test_status_line_reports_redraws_and_failures(explorer, monkeypatch):
     assert "Redrawing failed" in explorer.status_html.value and "boom" in explorer.status_html.value
 
 
-def test_finished_progress_bars_hide_instead_of_closing():
-    """A closed bar's output would show "model not found" after reopening the notebook."""
+def test_finished_progress_bars_hide_instead_of_closing(monkeypatch):
+    """In a notebook the library's bars hide when they finish (a closed bar's output would show
+    "model not found" after reopening the notebook); tqdm's own class is left as it is."""
+    import tqdm.auto
     from tqdm.notebook import tqdm_notebook
 
-    widgets.hide_finished_progress_bars()
-    widgets.hide_finished_progress_bars()  # twice is once
-    bar = tqdm_notebook(range(3), leave=False, display=False)
+    from bgad_lite.runtime import progress_bar
+
+    original = tqdm_notebook.display
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm_notebook)  # as tqdm.auto picks it inside a kernel
+    bar = progress_bar(range(3), leave=False, display=False)
     for _ in bar:
         pass
+    assert isinstance(bar, tqdm_notebook)
     assert bar.container.comm is not None, "the bar's widget models were closed"
     assert bar.container.layout.display == "none"
-    kept = tqdm_notebook(range(3), leave=True, display=False)
+    kept = progress_bar(range(3), leave=True, display=False)
     for _ in kept:
         pass
     assert kept.container.layout.display != "none" and kept.container.children[1].bar_style == "success"
+    plain = tqdm_notebook(range(3), leave=False, display=False)  # not the library's: tqdm's own behaviour
+    for _ in plain:
+        pass
+    assert tqdm_notebook.display is original and plain.container.layout.display != "none"
+    monkeypatch.undo()
+    assert not isinstance(progress_bar(range(2), disable=True), tqdm_notebook)  # a terminal: tqdm's bar
 
 
 def test_plotly_renderer_imports_nothing_from_a_cdn_before_the_first_figure(monkeypatch):

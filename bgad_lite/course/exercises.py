@@ -24,8 +24,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import ipywidgets as W
 import numpy as np
 import torch
+from IPython.display import display
+
+from ..train import train_flows
 
 #: The three outcomes of a check, as printed.
 PASS, FAIL, NOT_ATTEMPTED = "pass", "FAIL", "not attempted"
@@ -165,12 +169,13 @@ def _short(args: tuple) -> str:
 # ---------------------------------------------------------------------------
 
 
-def one_step_of_train_flows(flow, level, cfg, objective: str):
+def one_step_of_train_flows(flow, level, objective: str, lr: float, beta: float = 0.01, tau: float = 0.1,
+                            normalizer: float = 10.0, lam: float = 1.0):
     """A copy of ``flow`` after exactly one optimizer step of
-    :func:`bgad_lite.train.train_flows` on every image of ``level``.
+    :func:`bgad_lite.train.train_flows` on every image of ``level`` (β, τ, N, λ for "bgad").
 
     One level, ``batch_images`` = all images, ``fiber_chunk`` ≥ the number of fibers,
-    one epoch, no warm-up: one batch, one chunk, one step at lr = ``cfg.lr``
+    one epoch, no warm-up: one batch, one chunk, one step at ``lr``
     (``lr_factor(0, 1, 0) = 1``). The chunk's fibers are shuffled, but every loss
     term is a mean over fibers, so the step does not depend on their order
     (up to float rounding). Focal weighting is off and the boundary is per batch
@@ -180,15 +185,10 @@ def one_step_of_train_flows(flow, level, cfg, objective: str):
     Adam's first step moves a parameter by about lr·g/(|g| + 1e-8), so float32
     rounding in a gradient g near 0 can shift it by a visible fraction of lr.
     """
-    import dataclasses
-
-    from ..train import train_flows
-
     n, _, h, w = level.features.shape
-    one = dataclasses.replace(cfg, batch_images=n, fiber_chunk=n * h * w, focal_weighting=False, device="cpu",
-                              boundary="per_batch")
     flows = torch.nn.ModuleList([copy.deepcopy(flow)])
-    history = train_flows(flows, [level], one, objective, epochs=1, warmup_epochs=0, progress=False)
+    history = train_flows(flows, [level], objective, epochs=1, lr=lr, beta=beta, tau=tau, normalizer=normalizer,
+                          lam=lam, batch_images=n, fiber_chunk=n * h * w, progress=False)
     return flows[0], history
 
 
@@ -209,11 +209,13 @@ def compare_parameters(mine, reference, atol: float = 1e-5) -> str | None:
     return None if worst <= atol else f"parameters differ by up to {worst:.2e} (in {name})"
 
 
-def check_step(exercise: str, attempt: Callable[[], Any], start_flow, level, cfg, objective: str,
-               what: str = "", atol: float = 1e-5) -> str:
+def check_step(exercise: str, attempt: Callable[[], Any], start_flow, level, objective: str, lr: float,
+               beta: float = 0.01, tau: float = 0.1, normalizer: float = 10.0, lam: float = 1.0, what: str = "",
+               atol: float = 1e-5) -> str:
     """Compare the flow returned by ``attempt()`` (one optimizer step by hand, from a
-    deep copy of ``start_flow``) with one step of ``train_flows`` from the same state."""
-    reference, _ = one_step_of_train_flows(start_flow, level, cfg, objective)
+    deep copy of ``start_flow``) with one step of ``train_flows`` from the same state
+    (:func:`one_step_of_train_flows` with ``lr`` and, for "bgad", β, τ, N, λ)."""
+    reference, _ = one_step_of_train_flows(start_flow, level, objective, lr, beta, tau, normalizer, lam)
     moved = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(reference.parameters(), start_flow.parameters()))
     try:
         mine = attempt()
@@ -268,8 +270,6 @@ class Quiz:
 
     def build(self):
         """The widget: the question and options as HTML, one button per option, a feedback line."""
-        import ipywidgets as W
-
         items = "".join(f"<li style='list-style:none'><b>{c}.</b> {o}</li>" for c, o in zip(self.letters, self.options))
         text = W.HTML(value=f"<div><b>{self.question}</b><ul style='margin:4px 0'>{items}</ul></div>")
         buttons = []
@@ -295,8 +295,6 @@ def quiz(question: str, options: list[str], answer: int, explanations: list[str]
     (papermill) it is displayed and does nothing. Returns nothing, so the cell shows
     the question once; use :class:`Quiz` to drive a question from code.
     """
-    from IPython.display import display
-
     q = Quiz(question, options, answer, explanations)
     try:
         widget = q.build()

@@ -56,7 +56,7 @@ def select_notebooks(names=None) -> list[str]:
 
 def export_html(notebook_path: str | Path, html_path: str | Path) -> Path:
     """Write an executed notebook as one HTML file (nbconvert's ``lab`` template)."""
-    import nbformat
+    import nbformat  # nbformat, nbconvert, papermill: the optional [notebooks] extra
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(notebook_path), as_version=4)
@@ -78,7 +78,7 @@ def run_notebooks(out_dir: str | Path, smoke: bool = True, parameters: dict | No
     copies of ``notebooks/student/`` run instead (every exercise check reports "not
     attempted" and the notebook still runs to the end; :mod:`bgad_lite.course.student`).
     """
-    import papermill
+    import papermill  # the optional [notebooks] extra
 
     src = notebooks_dir() / "student" if student else notebooks_dir()
     out = Path(out_dir)

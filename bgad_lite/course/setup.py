@@ -18,22 +18,27 @@ Which notebooks there are and how to run them all is :mod:`bgad_lite.course.note
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 
-from ..config import BGADConfig, BGADError
+import matplotlib
+import plotly.io as pio
+
+from ..config import PRESETS, BGADConfig, BGADError
+from ..data.defects import TEXTURES
+from ..data.download import download_mvtec
+from ..pipeline import fit_phase1_cached
+from ..prepare import ANOMALY_REPEATS, default_data_root
 from ..runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
 #: Epochs of a full run: phase 1 (normal-only ML) and phase 2 (fine-tuning), as `bgad-lite run`.
 FULL_EPOCHS = (BGADConfig.epochs_phase1, BGADConfig.epochs_phase2)  # the library's defaults
-#: What ``SMOKE`` changes: few epochs and CutPastes, small images. Still the whole pipeline;
-#: the numbers it gives are not meaningful, only that everything runs (tests, CI).
-SMOKE_SETTINGS = {"epochs_phase1": 3, "epochs_phase2": 2, "n_cutpaste": 8, "image_size": 64}
 DATASETS = ("textures", "mvtec")
 
 
@@ -68,10 +73,6 @@ def plotly_renderer() -> str:
     """
     if in_colab():
         return "colab"
-    import copy
-
-    import plotly.io as pio
-
     if "bgad_html" not in pio.renderers:
         html = copy.copy(pio.renderers["notebook_connected"])
         html.global_init = False  # no CDN import at the first figure; the figures' HTML is unchanged
@@ -84,26 +85,17 @@ def setup_notebook(seed: int = 0, device: str | None = None, renderer: str | Non
     """The setup step of every notebook; returns the device to use.
 
     Seeds (Python, NumPy, torch), picks the device (:func:`resolve_device`), sets the
-    plotly renderer (:func:`plotly_renderer`), makes finished progress bars hide rather
-    than close (:func:`bgad_lite.explore.widgets.hide_finished_progress_bars`: a closed bar
-    shows "Error displaying widget: model not found" once the notebook is reopened) and
-    lets ``bgad_lite`` log one line per
+    plotly renderer (:func:`plotly_renderer`) and lets ``bgad_lite`` log one line per
     step (e.g. "phase 1: loaded ..." when a cache is used). ``OMP_WAIT_POLICY`` must be
     set *before* torch is imported, so the notebook's first cell does that itself;
     here we only warn when it was not.
     """
-    import matplotlib
-    import plotly.io as pio
-
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and not in_colab():
         log.warning("OMP_WAIT_POLICY is not PASSIVE: small flow steps on a CPU may stall at random. "
                     "Set it before importing torch.")
     seed_everything(seed)
     device = resolve_device(device)
     pio.renderers.default = renderer or plotly_renderer()
-    from ..explore.widgets import hide_finished_progress_bars
-
-    hide_finished_progress_bars()
     matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "axes.titlesize": 9})
     logger = logging.getLogger("bgad_lite")
     if not logger.handlers:
@@ -131,17 +123,12 @@ def resolve_dataset(dataset: str, category: str, data_root: str | None = None) -
     - any other string: a folder in MVTec AD layout that holds ``category``; the category
       folder itself is accepted too.
     """
-    from ..data.textures import TEXTURES
-
     if dataset == "textures":
         if category not in TEXTURES:
             raise BGADError(f"DATASET='textures' has the categories {list(TEXTURES)}, got CATEGORY={category!r}. "
                             "For MVTec AD use DATASET='mvtec' and e.g. CATEGORY='carpet'.")
         return None, category
     if dataset == "mvtec":
-        from ..data.download import download_mvtec
-        from ..prepare import default_data_root
-
         root = Path(data_root) if data_root else default_data_root() / "mvtec"
         download_mvtec(category, root)
         return str(root), category
@@ -162,7 +149,9 @@ def make_config(dataset: str = "textures", category: str = "grass", backbone: st
     ``epochs`` is the number of phase-1 epochs and ``epochs_phase2`` that of phase 2
     (``None``: :data:`FULL_EPOCHS`). ``preset`` (e.g. ``"paper"`` on a Colab GPU: b6, 256 px,
     K = 8, P = 128, lr 2e-4, 8 + 192 epochs; see :data:`bgad_lite.config.PRESETS`) replaces the
-    settings above. ``smoke`` (or ``BGAD_SMOKE=1``) applies :data:`SMOKE_SETTINGS` on top.
+    settings above. ``smoke`` (or ``BGAD_SMOKE=1``) applies the "fast" preset on top: few epochs
+    and CutPastes, small images — still the whole pipeline, but its numbers only show that
+    everything runs (tests, CI).
     ``overrides`` are any other :class:`BGADConfig` fields.
     Two notebooks called with the same arguments get equal configs, hence the same
     cache keys for features and phase-1 flows.
@@ -173,16 +162,14 @@ def make_config(dataset: str = "textures", category: str = "grass", backbone: st
                     cache_dir=str(cache_dir), device=resolve_device(device), seed=int(seed),
                     out_dir=str(Path(cache_dir).parent / "out"))
     if preset:
-        from ..config import PRESETS
-
         if preset not in PRESETS:
             raise BGADError(f"make_config: unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
         settings.update(PRESETS[preset])
         settings["device"] = resolve_device(settings["device"])
         image_size = settings["image_size"]
     if smoke_requested(smoke):
-        settings.update(SMOKE_SETTINGS)
-        settings["image_size"] = min(int(image_size), SMOKE_SETTINGS["image_size"])
+        settings.update(PRESETS["fast"])
+        settings["image_size"] = min(int(image_size), PRESETS["fast"]["image_size"])
     known = {f.name for f in dataclasses.fields(BGADConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -196,7 +183,7 @@ def describe(cfg: BGADConfig) -> str:
     data = cfg.data_dir or "embedded textures"
     return (f"{cfg.category} ({data}), {cfg.image_size} px, backbone {cfg.backbone}, device {cfg.device}, "
             f"epochs {cfg.epochs_phase1} + {cfg.epochs_phase2}, {cfg.n_cutpaste} CutPastes, anomalies "
-            f"{cfg.anomaly_repeats}× per phase-2 epoch, cache {cfg.cache_dir}")
+            f"{ANOMALY_REPEATS}× per phase-2 epoch, cache {cfg.cache_dir}")
 
 
 # ---------------------------------------------------------------------------
@@ -211,16 +198,4 @@ def phase1(prep, cfg: BGADConfig | None = None, progress: bool = True):
     training curve in ``CACHE_DIR``; later notebooks load both. Returns
     (flows, history); history is ``None`` only for a checkpoint cached without it.
     """
-    from ..pipeline import fit_phase1_cached
-
-    return fit_phase1_cached(prep, cfg or prep.cfg, progress=progress)
-
-
-def markdown_table(rows: list[list], header: list[str], floatfmt: str = ".3f") -> str:
-    """A markdown table (show it with ``IPython.display.Markdown``)."""
-    def cell(v):
-        return format(v, floatfmt) if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return fit_phase1_cached(prep, cfg, progress=progress)

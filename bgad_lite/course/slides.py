@@ -18,10 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..explore.margins import image_groups, train_boundaries
+from .. import pipeline
+from ..boundary import boundaries_from_normals
+from ..explore.margins import EpochRecorder, boundary_range, epoch_xlim, fiber_l_by_group, image_groups
+from ..explore.plots import pick_examples, plot_fiber_histogram, show_image
+from . import setup
 
 #: Slide size in inches (16:9); at 200 dpi: 2560 x 1440 pixels.
 SLIDE = (12.8, 7.2)
@@ -32,14 +37,10 @@ LEVEL = 1  # stride 8: the level the notebooks show
 
 
 def _train(category: str, cache_dir: str, smoke: bool):
-    from . import setup
-    from .. import pipeline
-    from ..explore.margins import EpochRecorder
-
     cfg = setup.make_config("textures", category, smoke=smoke, cache_dir=cache_dir, device=None)
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = setup.phase1(prep, progress=False)
-    recorder = EpochRecorder(prep, level=LEVEL)
+    recorder = EpochRecorder(prep, cfg.normalizer, cfg.cond_dim, level=LEVEL)
     recorder.record(0, phase1)
     evals = {"phase 1": pipeline.evaluate(phase1, prep)}
     for v in VARIANTS:
@@ -50,13 +51,10 @@ def _train(category: str, cache_dir: str, smoke: bool):
 
 
 def boundary_histograms(prep, evals: dict, cfg) -> Figure:
-    from ..explore.margins import boundary_range, fiber_l_by_group
-    from ..explore.plots import plot_fiber_histogram
-
     fig = Figure(figsize=SLIDE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True).ravel()
     by_model = {name: fiber_l_by_group(prep, e["test_logps"][LEVEL], cfg.normalizer) for name, e in evals.items()}
-    bounds = {name: train_boundaries(e["train_logps"][LEVEL], cfg.beta, cfg.tau, cfg.normalizer)
+    bounds = {name: boundaries_from_normals(e["train_logps"][LEVEL], cfg.beta, cfg.tau, cfg.normalizer)
               for name, e in evals.items()}
     ranges = [boundary_range(list(by_model[name].values()), *bounds[name]) for name in evals]
     xlim = (min(r[0] for r in ranges), max(r[1] for r in ranges))  # one axis for the four models
@@ -73,8 +71,6 @@ def boundary_histograms(prep, evals: dict, cfg) -> Figure:
 
 
 def anomaly_map_grid(prep, evals: dict) -> Figure:
-    from ..explore.plots import pick_examples, show_image
-
     idx = pick_examples(prep.test_types, per_type=1)[:5]
     names = list(evals)
     fig = Figure(figsize=SLIDE, layout="constrained")
@@ -111,9 +107,6 @@ def seen_unseen_figure(evals: dict) -> Figure:
 
 
 def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
-    from ..explore.margins import epoch_xlim
-    from ..explore.plots import plot_fiber_histogram
-
     snaps = recorder.snapshots
     pick = np.unique(np.linspace(0, len(snaps) - 1, min(n_panels, len(snaps))).round().astype(int))
     fig = Figure(figsize=SLIDE, layout="constrained")
@@ -121,7 +114,7 @@ def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
     xlim = epoch_xlim(snaps, recorder.groups)
     for ax, i in zip(axes, pick):
         s = snaps[i]
-        b_n, b_a = train_boundaries(s.l_train, cfg.beta, cfg.tau)  # l_train is already logp / N
+        b_n, b_a = boundaries_from_normals(s.l_train, cfg.beta, cfg.tau, normalizer=1.0)  # l_train is already logp / N
         plot_fiber_histogram(ax, s.l_by_group(recorder.groups), b_n, b_a, xlim,
                              title=f"epoch {s.epoch}" + (" (end of phase 1)" if s.epoch == 0 else ""))
         ax.set_xlabel("l = logp / N")
@@ -137,8 +130,6 @@ def margin_over_epochs(recorder, cfg, n_panels: int = 4) -> Figure:
 def write_slides(out_dir: str | Path = "runs/slides", category: str = "grass", cache_dir: str = "runs/cache",
                  dpi: int = 200, smoke: bool = False) -> list[Path]:
     """Train what the figures need and write them; returns the paths written."""
-    import matplotlib
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg, prep, evals, recorder = _train(category, cache_dir, smoke)

@@ -24,10 +24,12 @@ tests can regenerate it and compare (``bgad-lite student --check``).
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
 from ..config import BGADError
+from .notebooks import NOTEBOOKS, notebooks_dir
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -66,8 +68,6 @@ def has_solution(source: str) -> bool:
 
 def student_notebook(nb, name: str):
     """A student copy of the notebook node ``nb`` (a new node; ``nb`` is unchanged)."""
-    import copy
-
     student = copy.deepcopy(nb)
     solution_url = f"/blob/main/notebooks/{name}.ipynb"
     for i, cell in enumerate(student.cells):
@@ -82,7 +82,7 @@ def student_notebook(nb, name: str):
 
 def student_text(path: str | Path) -> str:
     """The text of the student copy of the notebook at ``path`` (what is written to disk)."""
-    import nbformat
+    import nbformat  # the optional [notebooks] extra
 
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
@@ -96,8 +96,6 @@ def write_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
     ``src_dir``: the solution notebooks (default: the checkout's ``notebooks/``);
     ``out_dir``: default ``<src_dir>/student``.
     """
-    from .notebooks import NOTEBOOKS, notebooks_dir
-
     src = Path(src_dir) if src_dir else notebooks_dir()
     out = Path(out_dir) if out_dir else src / STUDENT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -111,8 +109,6 @@ def write_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
 
 def stale_student_copies(src_dir: str | Path | None = None, out_dir: str | Path | None = None) -> list[str]:
     """Names of the student copies that are missing or differ from a fresh regeneration."""
-    from .notebooks import NOTEBOOKS, notebooks_dir
-
     src = Path(src_dir) if src_dir else notebooks_dir()
     out = Path(out_dir) if out_dir else src / STUDENT_DIR
     stale = []

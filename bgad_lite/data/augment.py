@@ -2,7 +2,7 @@
 
 :func:`synthesise_anomalies` turns the k labelled anomalies into phase 2's anomaly set:
 the labelled images, their horizontal flips (:func:`flip_augment`) and
-``cfg.n_cutpaste`` RandAugmented CutPastes (:func:`cutpaste`) of their defects onto
+``n_cutpaste`` RandAugmented CutPastes (:func:`cutpaste`) of their defects onto
 normal training images. Every image keeps a pixel mask, from which each level's
 fiber labels are made (:func:`bgad_lite.flow.fiber_labels`).
 """
@@ -13,30 +13,29 @@ import logging
 
 import numpy as np
 
-from ..config import BGADConfig, BGADError
+from ..config import BGADError
 
 log = logging.getLogger(__name__)
 
+
+
 def synthesise_anomalies(train_images: np.ndarray, labelled_images: np.ndarray, labelled_masks: np.ndarray,
-                         cfg: BGADConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """"Repeated utilization" of the k labelled anomalies (+ horizontal flips) and
-    ``cfg.n_cutpaste`` RandAugmented CutPastes of their defects onto normal images."""
-    rng = np.random.default_rng(cfg.seed + 1)
-    images, masks = [labelled_images], [labelled_masks]
-    kinds = ["labelled"] * len(labelled_images)
-    if cfg.flip_anomalies:
-        fi, fm = flip_augment(labelled_images, labelled_masks)
-        images.append(fi)
-        masks.append(fm)
-        kinds += ["flip"] * len(fi)
+                         n_cutpaste: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """"Repeated utilization" of the k labelled anomalies: the images, their horizontal flips and
+    ``n_cutpaste`` RandAugmented CutPastes of their defects onto normal images (drawn from a
+    generator seeded with ``seed``) -> (images, masks, kind of each: "labelled" | "flip" | "cutpaste")."""
+    rng = np.random.default_rng(seed)
+    fi, fm = flip_augment(labelled_images, labelled_masks)
+    images, masks = [labelled_images, fi], [labelled_masks, fm]
+    kinds = ["labelled"] * len(labelled_images) + ["flip"] * len(fi)
     cp_i, cp_m = [], []
     # A tiny defect can vanish when its mask is resized (nearest neighbour): such an anomaly
     # still counts as labelled, but has nothing to cut.
     sources = np.flatnonzero(labelled_masks.reshape(len(labelled_masks), -1).any(1))
-    if cfg.n_cutpaste and not len(sources):
+    if n_cutpaste and not len(sources):
         log.warning("no labelled anomaly has a non-empty mask at %d x %d px: no CutPaste images",
                     *labelled_masks.shape[1:])
-    for _ in range(cfg.n_cutpaste if len(sources) else 0):
+    for _ in range(n_cutpaste if len(sources) else 0):
         a = sources[rng.integers(len(sources))]
         n = rng.integers(len(train_images))
         img, m = cutpaste(train_images[n], labelled_images[a], labelled_masks[a], rng)

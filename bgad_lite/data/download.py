@@ -19,9 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
-from tqdm.auto import tqdm
-
 from ..config import BGADError
+from ..runtime import progress_bar
 from .layout import GOOD
 
 logger = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ def _download(url: str, part: Path, root: Path, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         total = start + int(length) if length else None
         try:
-            with open(part, "ab" if resumed else "wb") as f, tqdm(
+            with open(part, "ab" if resumed else "wb") as f, progress_bar(
                 total=total, initial=start, unit="B", unit_scale=True, desc=part.name
             ) as bar:
                 for block in iter(lambda: response.read(_CHUNK), b""):

@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..config import BGADError
+from ..runtime import progress_bar
 from .layout import Sample
 
 # ---------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def load_split(samples: Sequence[Sample], size: int | tuple[int, int],
     images = np.zeros((n, h, w, 3), dtype=np.float32)
     masks = np.zeros((n, h, w), dtype=bool)
     labels = np.zeros((n,), dtype=np.int64)
-    bar = tqdm(samples, desc="loading images", unit="img", disable=n < 64 or not progress, leave=False)
+    bar = progress_bar(samples, desc="loading images", unit="img", disable=n < 64 or not progress, leave=False)
     for i, sample in enumerate(bar):
         img = _open_image(sample.path)
         images[i] = _resize_float(_to_float_rgb(img), (h, w))

@@ -8,7 +8,7 @@ This module answers, without drawing anything:
   type the labelled anomalies come from) or ``"unseen"`` (a type never labelled) —
   :func:`image_groups`, :func:`fiber_groups`, :func:`fiber_l_by_group`. This is the one
   place in the library where that grouping is made;
-- **where the boundaries are** for any β, τ: :func:`train_boundaries` (compute_boundaries on
+- **where the boundaries are** for any β, τ: :func:`~bgad_lite.boundary.boundaries_from_normals` (compute_boundaries on
   the training normals of one level);
 - **how many lie where**: :func:`margin_fractions` (l < b_a, b_a ≤ l ≤ b_n, l > b_n) and,
   for a threshold t on the image score, :func:`rates_at` (FPR, TPR on seen and unseen);
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
-from ..boundary import compute_boundaries
-from ..flow import downsample_masks, flow_logp, positional_encoding_2d, to_fibers
+from ..flow import fiber_labels, flow_logp, positional_encoding_2d, to_fibers
 
 NORMAL, SEEN, UNSEEN = "normal", "seen", "unseen"
 GROUPS = (NORMAL, SEEN, UNSEEN)
@@ -53,12 +53,12 @@ def image_groups(prep) -> np.ndarray:
 
 def fiber_groups(prep, height: int, width: int) -> np.ndarray:
     """The group of every test fiber of a (height x width) level: (N_test, H, W) of
-    "normal" / "seen" / "unseen". A fiber is a defect fiber when its cell of the downsampled
-    mask is set (:func:`bgad_lite.flow.downsample_masks`); it takes its image's group.
+    "normal" / "seen" / "unseen". A fiber is a defect fiber when training would label it
+    anomalous (:func:`bgad_lite.flow.fiber_labels`); it takes its image's group.
 
     ``prep`` needs what :func:`image_groups` needs and ``test_masks`` (N_test, h, w) bool.
     """
-    masks = downsample_masks(torch.from_numpy(np.asarray(prep.test_masks)), height, width).numpy()  # (N, H, W)
+    masks = fiber_labels(torch.from_numpy(np.asarray(prep.test_masks)), height, width)[0].numpy()  # (N, H, W)
     per_image = image_groups(prep)[:, None, None]  # (N, 1, 1)
     return np.where(masks, per_image, NORMAL).astype(object)  # (N, H, W)
 
@@ -74,18 +74,6 @@ def fiber_l_by_group(prep, logps, normalizer: float) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------
 # Boundaries, and what lies on either side
 # ---------------------------------------------------------------------------
-
-
-def train_boundaries(train, beta: float, tau: float, normalizer: float = 1.0) -> tuple[float, float]:
-    """(b_n, b_a) from the normal training fibers of one level, as the fixed boundary of training.
-
-    ``train``: their logp (any shape, e.g. (n_train, H, W)) with ``normalizer`` = N, or their
-    l = logp / N with ``normalizer`` = 1. A numpy array is taken in float64, a tensor as it is.
-    """
-    if not isinstance(train, torch.Tensor):
-        train = torch.from_numpy(np.asarray(train, dtype=np.float64))
-    b_n, b_a = compute_boundaries(train.reshape(-1), None, beta, tau, normalizer)  # all normal
-    return float(b_n), float(b_a)
 
 
 def margin_fractions(l: np.ndarray, b_n: float, b_a: float) -> dict[str, float]:
@@ -171,17 +159,17 @@ class EpochRecorder:
     :func:`bgad_lite.flow.flow_logp`, and keeps l = logp / N. Call :meth:`record` once
     with the phase-1 flows first to get epoch 0::
 
-        rec = EpochRecorder(prep, level=1)
+        rec = EpochRecorder(prep, cfg.normalizer, cfg.cond_dim, level=1)
         rec.record(0, phase1_flows)
         flows, history, _ = pipeline.fit_variant(prep, phase1_flows, "bgad", on_epoch_end=rec)
     """
 
-    def __init__(self, prep, level: int = 1, max_fibers: int = 6000, seed: int = 0):
+    def __init__(self, prep, normalizer: float, cond_dim: int, level: int = 1, max_fibers: int = 6000, seed: int = 0):
         self.level = level
-        self.normalizer = prep.cfg.normalizer
+        self.normalizer = normalizer
         feats = prep.test_features[level]  # (N, C, H, W)
         _, _, h, w = feats.shape
-        pos = positional_encoding_2d(prep.cfg.cond_dim, h, w)  # (P, H, W)
+        pos = positional_encoding_2d(cond_dim, h, w)  # (P, H, W)
         x, c, _ = to_fibers(feats, pos)  # (N·H·W, C), (N·H·W, P)
         groups = fiber_groups(prep, h, w).reshape(-1)  # (N·H·W,)
         rng = np.random.default_rng(seed)
@@ -215,8 +203,6 @@ class EpochRecorder:
 
     def fiber_auroc(self) -> dict[str, list[float]]:
         """Per snapshot, the AUROC of −l separating normal test fibers from seen / unseen ones."""
-        from sklearn.metrics import roc_auc_score
-
         out = {SEEN: [], UNSEEN: []}
         for s in self.snapshots:
             for g in out:

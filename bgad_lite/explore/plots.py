@@ -28,8 +28,8 @@ import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from .margins import (GROUPS, NORMAL, SEEN, UNSEEN, boundary_range, epoch_xlim, fiber_l_by_group, l_range,
-                      train_boundaries)
+from ..boundary import boundaries_from_normals
+from .margins import GROUPS, NORMAL, SEEN, UNSEEN, boundary_range, epoch_xlim, fiber_l_by_group, l_range
 
 #: The palette of every figure: the fiber / image groups, "anomalous" (a true defect, e.g. its
 #: mask outline, and b_a), the margin between b_a and b_n, the threshold t, the training normals.
@@ -147,7 +147,7 @@ def fiber_histogram_traces(l_by_group: dict[str, np.ndarray], xlim: tuple[float,
     """The plotly version of :func:`plot_fiber_histogram`'s bars: one pre-binned ``go.Bar``
     of densities per group, named ``prefix + group`` (small files: ``bins`` numbers per group,
     not every fiber). ``bar``: more ``go.Bar`` arguments (e.g. ``visible``)."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # heavy (about a second): only the interactive figures need it
 
     edges = np.linspace(*xlim, bins + 1)  # (bins + 1,)
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
@@ -222,7 +222,7 @@ def epoch_figure(recorder, beta: float = 0.01, tau: float = 0.1, epochs=None, nc
     fig = new_figure(3.4 * len(snaps), 2.8)
     axes = fig.subplots(1, len(snaps), squeeze=False, sharey=True)[0]
     for ax, s in zip(axes, snaps):
-        b_n, b_a = train_boundaries(s.l_train, beta, tau)
+        b_n, b_a = boundaries_from_normals(s.l_train, beta, tau, normalizer=1.0)
         plot_fiber_histogram(ax, s.l_by_group(recorder.groups), b_n, b_a, xlim,
                              title=f"epoch {s.epoch}" + (" (phase 1)" if s.epoch == 0 else ""))
         if ax is not axes[0]:
@@ -234,12 +234,12 @@ def epoch_animation(recorder, beta: float = 0.01, tau: float = 0.1, bins: int = 
     """A plotly figure with a play button and an epoch slider: the fiber histograms of each
     snapshot (pre-binned, so the file stays small) with b_n, b_a and the margin. Plays
     without a kernel: in Colab, JupyterLab and exported HTML alike."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # heavy (about a second): only the interactive figures need it
 
     xlim = epoch_xlim(recorder.snapshots, recorder.groups)
 
     def shapes(s):
-        b_n, b_a = train_boundaries(s.l_train, beta, tau)
+        b_n, b_a = boundaries_from_normals(s.l_train, beta, tau, normalizer=1.0)
         return [dict(type="rect", xref="x", yref="paper", x0=b_a, x1=b_n, y0=0, y1=1, fillcolor=css_color("margin"),
                      opacity=0.3, line_width=0),
                 dict(type="line", xref="x", yref="paper", x0=b_n, x1=b_n, y0=0, y1=1,
@@ -312,10 +312,12 @@ def plot_phase2_diagnostics(histories: dict, rates: dict):
     return fig
 
 
-def save_run_figures(figdir: str | Path, prep, evals: dict, cfg, histories: dict | None = None,
-                     diagnostics: dict | None = None) -> None:
-    """The figures of ``bgad-lite run``: anomaly maps and histograms per variant, and
-    (given the histories and diagnostics) what phase 2 did to the labelled anomalies."""
+def save_run_figures(figdir: str | Path, prep, evals: dict, histories: dict | None = None,
+                     diagnostics: dict | None = None, beta: float = 0.01, tau: float = 0.1,
+                     normalizer: float = 10.0) -> None:
+    """The figures of ``bgad-lite run``: anomaly maps and histograms per variant (l = logp / N with
+    the boundaries of β, τ), and (given the histories and diagnostics) what phase 2 did to the
+    labelled anomalies."""
     figdir = Path(figdir)
     figdir.mkdir(parents=True, exist_ok=True)
     idx = pick_examples(prep.test_types, per_type=1)
@@ -329,8 +331,8 @@ def save_run_figures(figdir: str | Path, prep, evals: dict, cfg, histories: dict
     fig, axes = plt.subplots(len(evals), n_levels, figsize=(3.6 * n_levels, 2.6 * len(evals)), squeeze=False)
     for r, (name, ev) in enumerate(evals.items()):
         for j in range(n_levels):
-            l_by_group = fiber_l_by_group(prep, ev["test_logps"][j], cfg.normalizer)
-            b_n, b_a = train_boundaries(ev["train_logps"][j], cfg.beta, cfg.tau, cfg.normalizer)
+            l_by_group = fiber_l_by_group(prep, ev["test_logps"][j], normalizer)
+            b_n, b_a = boundaries_from_normals(ev["train_logps"][j], beta, tau, normalizer)
             plot_fiber_histogram(axes[r, j], l_by_group, b_n, b_a, title=f"{name}, level {j} (test)",
                                  xlim=boundary_range(list(l_by_group.values()), b_n, b_a))
             if (r, j) != (0, 0):
