@@ -16,10 +16,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
-from bgad_lite.metrics import normalised_area
+from scipy import ndimage
 
 from bgad_lite.explore.tables import markdown_table
+from bgad_lite.metrics import aupro, normalised_area
+from tests.oracles import aupro_reference  # the tests' slow, literal reference
 
 from .common import stamp_line, verdict
 
@@ -32,7 +33,7 @@ def aupro_official_style(maps, masks, fpr_limit: float = 0.3, n_thresholds: int 
                          only_steps=None) -> float | dict:
     """Official-style AUPRO. ``only_steps``: evaluate just these threshold indices (for
     timing a subset and extrapolating); then a dict of the raw curve points is returned."""
-    from skimage.measure import label, regionprops
+    from skimage.measure import label, regionprops  # heavy: only the official-style reference needs it
 
     maps = np.asarray(maps, dtype=np.float64)
     masks = np.asarray(masks).astype(bool)
@@ -62,7 +63,6 @@ def make_blob_case(n: int, size: int = 128, seed: int = 0, levels: int | None = 
     """(maps float32 (n, size, size), masks bool): half the images carry 1–3 elliptic blobs;
     maps are smooth noise plus a blob signal of random strength (some blobs barely show).
     ``levels``: quantise the maps to that many distinct values."""
-    from scipy import ndimage
 
     rng = np.random.default_rng(seed)
     masks = np.zeros((n, size, size), bool)
@@ -95,7 +95,6 @@ def _best_time(fn, repeats: int) -> tuple[float, object]:
 
 def measure_aupro(sizes=(100, 1000), image_size: int = 128, full_official_max: int = 100,
                   subset_thresholds: int = 50) -> dict:
-    from bgad_lite.metrics import aupro, aupro_reference
 
     out = {"image_size": image_size, "sizes": []}
     # exactness, on small cases the slow references can afford

@@ -14,6 +14,11 @@ import platform
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import torch
+
+from bgad_lite.runtime import atomic_write_text
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results"
@@ -32,7 +37,6 @@ def cpu_model() -> str:
 
 def machine(torch_threads: str) -> dict:
     """Date and machine of a measurement (``torch_threads`` says how threads were set)."""
-    import torch
 
     return {"date": _dt.datetime.now().isoformat(timespec="seconds"),
             "processor": platform.processor() or platform.machine(),
@@ -93,7 +97,6 @@ def verdict(met: bool) -> str:
 # ---------------------------------------------------------------------------
 
 def write_json(path: Path, data: dict) -> None:
-    from bgad_lite.runtime import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=_json_default) + "\n")
 
@@ -104,7 +107,6 @@ def read_json(path: Path) -> dict | None:
 
 def _json_default(o):
     try:
-        import numpy as np
 
         if isinstance(o, np.generic):
             return o.item()

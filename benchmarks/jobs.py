@@ -18,11 +18,17 @@ two cores without oversubscription.
 from __future__ import annotations
 
 import importlib
+import json
+import multiprocessing as mp
 import os
 import re
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
+
+from bgad_lite import BGADConfig, diagnostics, pipeline
+from bgad_lite.gaussian import GaussianModel
 
 from .common import DEFAULT_CACHE, REPO
 
@@ -71,7 +77,6 @@ def bsdata_groups(root: Path = BSDATA_ROOT) -> dict[str, str]:
 
 def job_key(job: dict) -> str:
     """A stable identity of a job (its kind, data set, seed, overrides, variant or function and arguments)."""
-    import json
 
     ident = {k: job.get(k) for k in ("kind", "dataset", "seed", "overrides", "variant", "func", "kwargs")}
     return json.dumps(ident, sort_keys=True, default=str)
@@ -79,7 +84,6 @@ def job_key(job: dict) -> str:
 
 def job_config(dataset: str, seed: int, overrides: dict, cache_dir: str):
     """The BGADConfig of one benchmark job: the library defaults, the data set, the seed, ``overrides``."""
-    from bgad_lite import BGADConfig
 
     base = dict(seed=seed, cache_dir=cache_dir, out_dir=str(Path(cache_dir) / "unused-out"))
     if dataset == "bsdata":
@@ -91,7 +95,6 @@ def job_config(dataset: str, seed: int, overrides: dict, cache_dir: str):
 
 
 def _prepare(dataset: str, seed: int, overrides: dict, cache_dir: str):
-    from bgad_lite import pipeline
 
     cfg = job_config(dataset, seed, overrides, cache_dir)
     groups = bsdata_groups() if dataset == "bsdata" else None
@@ -131,7 +134,6 @@ def run_job(job: dict) -> dict:
 
 
 def _phase1_job(job: dict) -> dict:
-    from bgad_lite import pipeline
 
     cache = job.get("cache_dir", str(DEFAULT_CACHE))
     cfg, prep, t_prep = _prepare(job["dataset"], job["seed"], job["overrides"], cache)
@@ -143,8 +145,6 @@ def _phase1_job(job: dict) -> dict:
 
 
 def _variant_job(job: dict) -> dict:
-    from bgad_lite import diagnostics, pipeline
-    from bgad_lite.gaussian import GaussianModel
 
     cache = job.get("cache_dir", str(DEFAULT_CACHE))
     cfg, prep, t_prep = _prepare(job["dataset"], job["seed"], job["overrides"], cache)
@@ -213,8 +213,6 @@ class JobRunner:
         self.queue.append((priority, self._n, job, then, optional, exclusive))
 
     def run(self) -> dict[str, dict]:
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         t0 = time.perf_counter()
         inflight = {}

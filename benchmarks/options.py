@@ -16,9 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+from bgad_lite.config import BGADConfig, BGADError
+from bgad_lite.data.textures import make_texture_dataset
 from bgad_lite.explore.tables import markdown_table
+from bgad_lite.prepare import default_data_root
 
+from . import accuracy as acc
 from .common import DEFAULT_CACHE, DEFAULT_OUT, machine, mean_std, read_json, write_json
+from .jobs import BSDATA_ROOT, JobRunner
 
 DATASETS = ("grass", "gravel", "brick", "bsdata")
 SEEDS = (0, 1, 2)
@@ -28,7 +33,6 @@ COLUMNS = (("all", "image_auroc"), ("seen", "image_auroc"), ("unseen", "image_au
 
 def parse_overrides(text: str) -> dict:
     """The override JSON, checked against :class:`BGADConfig` (a clear error for a bad key or value)."""
-    from bgad_lite.config import BGADConfig, BGADError
 
     try:
         overrides = json.loads(text)
@@ -89,18 +93,13 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="output name (default: the override keys)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    from bgad_lite.config import BGADError
 
     try:
         overrides = parse_overrides(args.overrides)
     except BGADError as e:
         print(f"benchmarks.options: error: {e}", file=sys.stderr)
         return 2
-    from . import accuracy as acc
-    from .jobs import BSDATA_ROOT, JobRunner
 
-    from bgad_lite.prepare import default_data_root
-    from bgad_lite.data.textures import make_texture_dataset
 
     datasets = [d for d in args.datasets.split(",") if d != "bsdata" or BSDATA_ROOT.is_dir()]
     for tex in (d for d in datasets if d != "bsdata"):

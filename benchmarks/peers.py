@@ -27,11 +27,19 @@ a 10 % coreset, nearest-neighbour distances, 9 neighbours for the image score's 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 
+import numpy as np
+import torch
+
+from bgad_lite.evaluate import split_metrics
 from bgad_lite.explore.tables import markdown_table
+from bgad_lite.features import create_backbone
 
 from .common import fmt_mean_std, fmt_num, stamp_line
+from .jobs import _prepare
 
 PADIM_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]  # = the library's out_indices (1, 2, 3)
 PATCHCORE_LAYERS = ["blocks.2", "blocks.4"]
@@ -49,8 +57,6 @@ def _fixed_mmap_threshold(nbytes: int = 8 << 20) -> None:
     the heap instead, and the process grew by ~17 MB per point here (24 GB before the coreset
     of one texture was done). A fixed threshold turns the dynamic one off.
     """
-    import ctypes
-    import ctypes.util
 
     name = ctypes.util.find_library("c")
     if name:
@@ -62,7 +68,7 @@ def _fixed_mmap_threshold(nbytes: int = 8 << 20) -> None:
 
 def anomalib_version() -> str | None:
     try:
-        import anomalib
+        import anomalib  # optional: the peers run only where it is installed
     except ImportError:
         return None
     return anomalib.__version__
@@ -70,7 +76,6 @@ def anomalib_version() -> str | None:
 
 def _inputs(images, backbone):
     """(N, H, W, 3) float images in [0, 1] -> (N, 3, H, W), normalised as the library's backbone expects."""
-    import torch
 
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
     mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
@@ -92,10 +97,7 @@ def _batches(x, size=16):
 
 def run_peer(name: str, prep, seed: int) -> tuple:
     """Fit one peer on ``prep``'s training images, score its test images -> (maps, scores, fit_s, eval_s)."""
-    import numpy as np
-    import torch
 
-    from bgad_lite.features import create_backbone
 
     cfg = prep.cfg
     backbone = create_backbone(cfg.backbone, cfg.pretrained, seed=cfg.seed)
@@ -117,7 +119,7 @@ def run_peer(name: str, prep, seed: int) -> tuple:
 def _fit_peer(name: str, prep, backbone):
     cfg = prep.cfg
     if name == "padim":
-        from anomalib.models.image.padim.torch_model import PadimModel
+        from anomalib.models.image.padim.torch_model import PadimModel  # optional, as above
 
         model = PadimModel(backbone=cfg.backbone, layers=PADIM_LAYERS, pre_trained=False, n_features=PADIM_FEATURES)
         _with_library_weights(model, backbone)
@@ -126,7 +128,7 @@ def _fit_peer(name: str, prep, backbone):
             model(x)
         model.fit()
     elif name == "patchcore":
-        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+        from anomalib.models.image.patchcore.torch_model import PatchcoreModel  # optional, as above
 
         model = PatchcoreModel(layers=PATCHCORE_LAYERS, backbone=cfg.backbone, pre_trained=False)
         _with_library_weights(model, backbone)
@@ -141,11 +143,8 @@ def _fit_peer(name: str, prep, backbone):
 
 def measure_peers(dataset: str, seed: int, overrides: dict, cache_dir: str) -> dict:
     """PaDiM and PatchCore on one (data set, seed), prepared as the accuracy jobs prepare it."""
-    import torch
 
-    from bgad_lite.evaluate import split_metrics
 
-    from .jobs import _prepare
 
     version = anomalib_version()
     if version is None:

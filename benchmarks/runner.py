@@ -10,11 +10,19 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bgad_lite import BGADConfig
 from bgad_lite.config import PRESETS
 from bgad_lite.data.defects import TEXTURES
+from bgad_lite.data.textures import make_texture_dataset
+from bgad_lite.prepare import default_data_root
 
 from . import SECTIONS
+from . import accuracy as acc
 from .common import BENCH_DIR, DEFAULT_CACHE, DEFAULT_OUT, machine, read_json, write_json
+from .jobs import BSDATA_ROOT, JobRunner
+from .peers import anomalib_version, peer_job, summarise_peers
+from .report import TITLES, render_section, replot, write_results_md
+from .scaling import plot_scaling
 
 QUICK_SECTIONS = ("accuracy", "speed", "aupro")
 QUICK_OVERRIDES = dict(PRESETS["fast"])  # as `bgad-lite run --preset fast`
@@ -50,7 +58,6 @@ def main(argv=None) -> int:
     md_path = BENCH_DIR / "RESULTS.md" if out_dir.resolve() == DEFAULT_OUT.resolve() else out_dir / "RESULTS.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        from .report import replot, write_results_md
 
         replot(out_dir)
         print(write_results_md(out_dir, md_path, SECTIONS))
@@ -60,12 +67,7 @@ def main(argv=None) -> int:
     base = dict(QUICK_OVERRIDES) if quick else {}
 
     # heavy imports only now (OMP_WAIT_POLICY is set by __main__)
-    from bgad_lite import BGADConfig
-    from bgad_lite.prepare import default_data_root
-    from bgad_lite.data.textures import make_texture_dataset
 
-    from . import accuracy as acc
-    from .jobs import BSDATA_ROOT, JobRunner
 
     defaults = dataclasses.asdict(BGADConfig())
     textures = ("grass",) if quick else TEXTURES
@@ -129,7 +131,6 @@ def main(argv=None) -> int:
             "cache_dir": cache, "epochs": 2 if quick else 5}}, 11.0)
     peer_jobs = []
     if "peers" in sections:
-        from .peers import anomalib_version, peer_job
 
         if anomalib_version() is not None:
             for tex in textures:
@@ -187,11 +188,9 @@ def main(argv=None) -> int:
         data = call_res["scaling"]
         save("scaling", data)
         if not quick and "error" not in data:
-            from .scaling import plot_scaling
             plot_scaling(data, out_dir / "scaling.png")
 
     if "peers" in sections:
-        from .peers import anomalib_version, summarise_peers
 
         if anomalib_version() is None:
             kept = read_json(out_dir / "peers.json")
@@ -209,7 +208,6 @@ def main(argv=None) -> int:
     write_json(out_dir / "run.json", {"argv": argv, "mode": "quick" if quick else "full", "sections": list(sections),
                                       "workers": args.workers, "total_s": total, "skipped": skipped,
                                       "machine": stamp})
-    from .report import TITLES, render_section, write_results_md
 
     print()
     for name in written:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from bgad_lite import BGADConfig, pipeline
+from bgad_lite.data.textures import make_texture_dataset
 from bgad_lite.explore.tables import markdown_table
 
 from .common import DEFAULT_CACHE, REPO, stamp_line
@@ -27,7 +33,6 @@ SIZES = (128, 256)
 
 def scaling_data(cache_dir: Path, n_max: int = 400) -> Path:
     """The grass set with ``n_max`` training images (generated once), and per-n symlink roots."""
-    from bgad_lite.data.textures import make_texture_dataset
 
     root = Path(cache_dir) / f"scaling-data-{n_max}"
     make_texture_dataset(root, "grass", seed=0, n_train=n_max, n_test_good=10, n_per_type=5, size=256,
@@ -49,7 +54,6 @@ def _subset_root(full: Path, n: int) -> Path:
         try:
             os.replace(tmp, sub)
         except OSError:  # made meanwhile by someone else
-            import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
     return sub
@@ -57,10 +61,7 @@ def _subset_root(full: Path, n: int) -> Path:
 
 def run_point(data_root: str, n: int, size: int, epochs: int) -> dict:
     """One point, inside its own process."""
-    import resource
 
-    import torch
-    from bgad_lite import BGADConfig, pipeline
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bgad-scale-") as cache:
@@ -138,7 +139,7 @@ def render_scaling(data: dict) -> str:
 
 
 def plot_scaling(data: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

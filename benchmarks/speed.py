@@ -16,11 +16,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from bgad_lite import BGADConfig
+from bgad_lite.data.images import load_split
+from bgad_lite.data.layout import load_category
+from bgad_lite.data.textures import make_texture_dataset
 from bgad_lite.explore.tables import markdown_table
+from bgad_lite.features import create_backbone, extract_features
+from bgad_lite.flow import flow_logp, log_likelihood, make_levels
+from bgad_lite.losses import ml_loss
+from bgad_lite.prepare import default_data_root
+from bgad_lite.runtime import torch_threads
+from bgad_lite.train import make_flows, train_flows
 
 from .common import stamp_line, verdict
 
-E2E_TARGET_S = 180.0  # issue 7: the default `bgad-lite run` within 180 s and 2 GB on the 2-core CPU
+E2E_TARGET_S = 180.0  # target: the default `bgad-lite run` within 180 s and 2 GB on the 2-core CPU
 E2E_TARGET_MB = 2048.0
 THROUGHPUT_TARGET = 0.30
 
@@ -97,8 +110,6 @@ class OnTheFlyFeatures:
         return self.shape[0]
 
     def __getitem__(self, idx):
-        import torch
-        from bgad_lite.features import extract_features
 
         last = self.shared.get("idx")
         if last is None or not torch.equal(last, idx):
@@ -110,10 +121,6 @@ class OnTheFlyFeatures:
 
 
 def _training_images(n: int, size: int):
-    from bgad_lite.data.layout import load_category
-    from bgad_lite.data.images import load_split
-    from bgad_lite.prepare import default_data_root
-    from bgad_lite.data.textures import make_texture_dataset
 
     root = default_data_root()
     make_texture_dataset(root, "grass", seed=0, progress=False)
@@ -127,12 +134,6 @@ def measure_cached_vs_official(backbone: str = "tf_efficientnet_lite0", pretrain
     """Train phase-1 flows twice with the same steps: (a) on features extracted once,
     (b) running the backbone on every mini-batch of every epoch. Same seeds, same code
     (``train.train_flows``), one torch thread; compares the final flows' outputs."""
-    import torch
-    from bgad_lite import BGADConfig
-    from bgad_lite.features import create_backbone, extract_features
-    from bgad_lite.flow import flow_logp
-    from bgad_lite.runtime import torch_threads
-    from bgad_lite.train import make_flows, make_levels, train_flows
 
     cfg = BGADConfig(backbone=backbone, pretrained=pretrained, image_size=image_size)
     images = _training_images(n_images, image_size)
@@ -153,21 +154,21 @@ def measure_cached_vs_official(backbone: str = "tf_efficientnet_lite0", pretrain
             hooks = [f.register_forward_hook(lambda *_: counter.__setitem__("n", counter["n"] + 1)) for f in flows]
             return counter, hooks
 
-        flows_a = make_flows(channels, cfg)
+        flows_a = make_flows(channels, cfg.cond_dim, cfg.n_blocks, cfg.seed)
         ca, ha = count_steps(flows_a)
         t = clock()
-        train_flows(flows_a, make_levels(feats, masks, cfg.cond_dim), cfg, "ml", epochs, progress=False)
+        train_flows(flows_a, make_levels(feats, masks, cfg.cond_dim), "ml", epochs, cfg.lr, cfg.seed, progress=False)
         t_train_a = clock() - t
         wall_a = time.perf_counter() - w
         [h.remove() for h in ha]
 
         shared: dict = {}
         lazy = [OnTheFlyFeatures(model, images, l, tuple(f.shape), shared) for l, f in enumerate(feats)]
-        flows_b = make_flows(channels, cfg)
+        flows_b = make_flows(channels, cfg.cond_dim, cfg.n_blocks, cfg.seed)
         cb, hb = count_steps(flows_b)
         w = time.perf_counter()
         t = clock()
-        train_flows(flows_b, make_levels(lazy, masks, cfg.cond_dim), cfg, "ml", epochs, progress=False)
+        train_flows(flows_b, make_levels(lazy, masks, cfg.cond_dim), "ml", epochs, cfg.lr, cfg.seed, progress=False)
         t_b = clock() - t
         wall_b = time.perf_counter() - w
         [h.remove() for h in hb]
@@ -199,7 +200,6 @@ def asymptotic_ratio(extract_s: float, train_s: float, epochs: int) -> float:
 def linear_flops_per_fiber(flow) -> int:
     """Forward FLOPs of all ``nn.Linear`` layers of ``flow`` for one fiber: Σ 2·in·out
     (multiply + add; bias adds ignored). Training ≈ 3× this (forward, input and weight gradients)."""
-    from torch import nn
 
     return sum(2 * m.in_features * m.out_features for m in flow.modules() if isinstance(m, nn.Linear))
 
@@ -211,7 +211,6 @@ def permutation_flops_per_fiber(flow) -> int:
 
 
 def linear_shapes(flow) -> list[tuple[int, int]]:
-    from torch import nn
 
     return [(m.in_features, m.out_features) for m in flow.modules() if isinstance(m, nn.Linear)]
 
@@ -244,7 +243,6 @@ def _time(fn, min_time: float = 0.5, warmup: int = 2) -> float:
 def mm_rate(shapes: list[tuple[int, int]], rows: int) -> float:
     """FLOP/s of the three matrix products of each Linear (forward, input grad, weight grad)
     at ``rows`` fibers, one thread, fp32: total FLOPs / total time."""
-    import torch
 
     total_flops, total_t = 0.0, 0.0
     counts: dict[tuple[int, int], int] = {}
@@ -261,17 +259,10 @@ def mm_rate(shapes: list[tuple[int, int]], rows: int) -> float:
 def measure_throughput(chunk: int = 4096, seconds: float = 3.0, profile: bool = True) -> dict:
     """Training steps of the default flows (per level: chunk fibers, forward, ML loss,
     backward, Adam) on one thread, vs the matmul rate of the same shapes."""
-    import torch
-    from bgad_lite import BGADConfig
-    from bgad_lite.features import create_backbone
-    from bgad_lite.flow import log_likelihood
-    from bgad_lite.losses import ml_loss
-    from bgad_lite.runtime import torch_threads
-    from bgad_lite.train import make_flows
 
     cfg = BGADConfig()
     channels = create_backbone(cfg.backbone, cfg.pretrained).feature_info.channels()
-    flows = make_flows(channels, cfg)
+    flows = make_flows(channels, cfg.cond_dim, cfg.n_blocks, cfg.seed)
     levels = []
     with torch_threads(1):
         big = torch.randn(1024, 1024)
@@ -311,7 +302,7 @@ def measure_throughput(chunk: int = 4096, seconds: float = 3.0, profile: bool = 
 
 def _profile_step(step, n: int = 6) -> dict:
     """Share of one step's wall time in GEMMs, in other ops, and outside ops (Python, autograd engine)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # only the profile needs it
 
     step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -379,7 +370,7 @@ def render_speed(data: dict) -> str:
                                + ("." if e.get("alone") else ", and the other benchmark worker shared the cores "
                                   "meanwhile."))
                 share = f"{100 * p2 / max(t.get('total', 1), 1):.0f}% of the run, after {t.get('phase1', 0):.0f} s of phase 1"
-                if "phase2" in t:  # `pipeline.run` since issue 7: one `phase2` timing for all flow variants
+                if "phase2" in t:  # `pipeline.run` today: one `phase2` timing for all flow variants
                     out.append(f"Where the time goes: phase 2 trains the {n_flow} flow variants in {workers} parallel "
                                f"single-thread process{'es' if workers > 1 else ''} (at most one per core), so its "
                                f"wall time is that of {-(-n_flow // workers)} variant(s) trained one after another: "

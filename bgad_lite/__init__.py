@@ -22,7 +22,7 @@ set_cpu_defaults()  # before the imports below load torch
 
 # isort: split
 from .boundary import compute_boundaries
-from .config import BGADConfig, BGADError
+from .config import VARIANTS, BGADConfig, BGADError
 from .flow import build_flow, log_likelihood, positional_encoding_2d
 from .losses import bg_spp_loss, focal_weights, ml_loss, naive_push_loss
 
@@ -32,8 +32,8 @@ __all__ = ["BGADConfig", "BGADError", "bg_spp_loss", "build_flow", "compute_boun
            "log_likelihood", "ml_loss", "naive_push_loss", "positional_encoding_2d", "run", "__version__"]
 
 
-def run(config: BGADConfig | None = None, progress: bool = True) -> dict:
+def run(config: BGADConfig | None = None, progress: bool = True, variants: tuple[str, ...] = VARIANTS) -> dict:
     """The whole pipeline (what ``bgad-lite run`` calls); see :func:`bgad_lite.pipeline.run`."""
     from .pipeline import run as _run  # heavy (matplotlib, the whole run): loaded when a run starts
 
-    return _run(config, progress=progress)
+    return _run(config, progress=progress, variants=variants)

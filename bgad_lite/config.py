@@ -6,12 +6,14 @@ JSON beside every checkpoint and every ``results.json``.
 Who reads it: the builders, and nothing below them.
 
 - :func:`bgad_lite.pipeline.run` (the CLI calls it) and :func:`bgad_lite.prepare.prepare`,
-  which resolves the device once and keeps the config in ``Prepared.cfg``;
-- the steps a notebook calls on a ``Prepared``: ``pipeline.fit_phase1``, ``fit_phase1_cached``,
-  ``fit_variant``, ``fit_variants`` and ``evaluate.evaluate`` read ``prep.cfg`` (or a variant of
-  it that is passed in) and hand plain numbers down;
+  which resolves the device once (``runtime.with_device``) and keeps the config in ``Prepared.cfg``;
+- the steps a notebook calls on a ``Prepared``: ``pipeline.fit_phase1``, ``fit_phase1_cached``
+  (and its cache key, ``phase1_checkpoint_dir`` / ``phase1_is_cached``), ``fit_variant``,
+  ``fit_variants`` and ``evaluate.evaluate`` read ``prep.cfg`` (or a variant of it that is passed
+  in) and hand plain numbers down;
 - :mod:`bgad_lite.checkpoint`, which saves and checks it beside the weights;
-- the course's ``course.setup.make_config`` and ``course.slides``, which build one.
+- the margin explorer (``explore.explorer``), which starts at ``prep.cfg``'s β, τ and N;
+- the course: ``course.setup.make_config`` / ``describe`` / ``phase1`` and ``course.slides``.
 
 Everything else — features, flow, boundary, losses, train, scoring, metrics, gaussian,
 align, data, explore — takes tensors and the numbers it uses (``train_step(…, beta, tau,

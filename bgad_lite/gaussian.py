@@ -117,14 +117,6 @@ def level_logp(level: GaussianLevel, features: torch.Tensor) -> torch.Tensor:
     return logp.T.reshape(n, h, w).float()  # (N, H·W) -> (N, H, W)
 
 
-def mahalanobis(level: GaussianLevel, features: torch.Tensor) -> torch.Tensor:
-    """Mahalanobis distance d (not squared) of every fiber: (N, C, H, W) -> (N, H, W)."""
-    c = features.shape[1]
-    logp = level_logp(level, features).double() * c
-    const = -0.5 * c * math.log(2 * math.pi) - 0.5 * level.logdet.reshape(level.height, level.width)
-    return (2 * (const - logp)).clamp_min(0).sqrt().float()
-
-
 class GaussianModel:
     """One :class:`GaussianLevel` per feature level; ``level_logps`` mirrors ``scoring.level_logps``."""
 

@@ -20,8 +20,8 @@ plain ``float``. Higher scores mean "more anomalous"; in labels and masks
   the low-FPR part (by default FPR <= 0.3), where a usable detector must work.
   This is why AUPRO matters: small defects count as much as large ones, and a
   map that only finds the big defects is penalised.
-* ``aupro_reference`` -- a slow, literal implementation of the same definition,
-  kept for the tests and for benchmarks.
+The tests check :func:`aupro` against a slow, literal implementation of the same
+definition (``tests/oracles.py``).
 
 Every function raises :class:`bgad_lite.config.BGADError` (a ``ValueError``)
 with a message that says what is wrong and what to do.
@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from .config import BGADError
 
-__all__ = ["image_auroc", "pixel_auroc", "aupro", "aupro_reference"]
+__all__ = ["image_auroc", "pixel_auroc", "aupro"]
 
 
 # ---------------------------------------------------------------------------
@@ -235,35 +235,3 @@ def aupro(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
     fpr = np.concatenate(([0.0], fpr[last_of_run]))
     pro = np.concatenate(([0.0], pro[last_of_run]))
     return normalised_area(fpr, pro, fpr_limit)
-
-
-def aupro_reference(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
-    """Slow, literal AUPRO with the same definition as :func:`aupro` (for tests, benchmarks).
-
-    Loops over every distinct score value as a threshold (descending) and, for
-    each threshold, over every region, computing overlaps with plain boolean
-    masks. Stops once FPR has passed ``fpr_limit`` (later points cannot affect
-    the area). Then the same integration as :func:`aupro`.
-    """
-    fpr_limit = _check_fpr_limit(fpr_limit)
-    maps, masks = _check_maps_and_masks(maps, masks)
-
-    # regions as (image index, boolean mask of the region within that image)
-    regions = []
-    for i in range(masks.shape[0]):
-        image_labels, n = ndimage.label(masks[i], structure=np.ones((3, 3), dtype=bool))
-        for k in range(1, n + 1):
-            regions.append((i, image_labels == k))
-    normal = ~masks
-    n_normal = int(np.count_nonzero(normal))
-
-    fpr_points = [0.0]
-    pro_points = [0.0]
-    for t in np.unique(maps)[::-1]:
-        flagged = maps >= t
-        overlaps = [np.count_nonzero(flagged[i] & region) / np.count_nonzero(region) for i, region in regions]
-        pro_points.append(float(np.mean(overlaps)))
-        fpr_points.append(np.count_nonzero(flagged & normal) / n_normal)
-        if fpr_points[-1] > fpr_limit:
-            break
-    return normalised_area(np.array(fpr_points), np.array(pro_points), fpr_limit)

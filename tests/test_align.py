@@ -148,6 +148,7 @@ def test_prepare_aligns_the_flows_features_and_keeps_the_backbones_for_the_gauss
     torch.testing.assert_close(torch.as_tensor(g_aligned), torch.as_tensor(g_plain))
 
 
+@pytest.mark.slow
 def test_a_run_with_aligned_positions_trains_and_leaves_the_gaussian_alone(tiny_root, tmp_path):
     import numpy as np
 

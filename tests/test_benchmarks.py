@@ -11,7 +11,8 @@ from bgad_lite.explore.tables import markdown_table
 from benchmarks.jobs import job_key, parse_bsdata_positions
 from benchmarks.report import write_results_md
 from benchmarks.speed import linear_flops_per_fiber, permutation_flops_per_fiber
-from bgad_lite.metrics import aupro, aupro_reference
+from bgad_lite.metrics import aupro
+from oracles import aupro_reference
 
 
 # --- AUPRO ---------------------------------------------------------------------------------

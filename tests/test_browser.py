@@ -51,6 +51,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "05_margin_explorer.ipynb"
 OUT = Path(os.environ.get("BGAD_BROWSER_OUT", ROOT / "runs" / "browser"))

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 
+from oracles import prose_words
 from bgad_lite.course import exercises, student
 from bgad_lite.boundary import compute_boundaries
 from bgad_lite.config import BGADConfig, BGADError
@@ -164,12 +165,13 @@ def test_prose_words_counts_text_not_maths_or_code():
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("Two words $x^2 + y$ `code here`\n$$a = b$$"),
                                          nbformat.v4.new_code_cell("not counted at all")])
-    assert student.prose_words(nb) == 2
+    assert prose_words(nb) == 2
 
 
 # --- slide figures --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slides_command_writes_projector_figures(tmp_path, monkeypatch):
     from PIL import Image
 

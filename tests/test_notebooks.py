@@ -15,6 +15,7 @@ import pytest
 
 from bgad_lite.config import PRESETS
 from bgad_lite.course import notebooks, setup, student
+from oracles import colab_url, prose_words
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -51,7 +52,7 @@ def test_notebook_is_clean_and_has_title_badge_and_parameters(name):
     assert "What you will learn" in first.source
     owner_repo = _repository().removeprefix("https://github.com/")
     badge = f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{name}.ipynb"
-    assert badge in first.source and badge == notebooks.colab_url(name)
+    assert badge in first.source and badge == colab_url(name)
     assert "colab-badge.svg" in first.source
 
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -104,6 +105,7 @@ def _checks_in(nb) -> list[str]:
     return ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("copy", ["solution", "student"])
 @pytest.mark.parametrize("name", notebooks.NOTEBOOKS)
 def test_notebook_runs_alone_in_smoke_mode(name, copy, tmp_path, data_root, monkeypatch):
@@ -158,7 +160,7 @@ def test_notebook_has_exercises_recap_questions_and_enough_prose(name):
     assert all(i.startswith(name[:2] + ".") for i in _checks_in(nb)), f"{name}: exercise ids are <notebook>.<n>"
     assert any(c.cell_type == "markdown" and c.source.startswith("## Recap") for c in nb.cells), f"{name}: no recap"
     assert sum("exercises.quiz(" in s for s in code) >= 3, f"{name}: needs at least 3 concept questions"
-    words = student.prose_words(nb)
+    words = prose_words(nb)
     print(f"{name}: {words} words of prose")
     assert words >= 1000, f"{name}: {words} words of prose, at least 1,000 expected"
 
@@ -178,23 +180,15 @@ def test_student_copies_are_up_to_date_and_hold_no_solution():
                 if len(ln.strip()) > 12:
                     assert ln not in lines, f"{name}: solution line left in the student copy: {ln!r}"
             assert "# YOUR CODE HERE" in cell_copy.source and "raise NotImplementedError()" in cell_copy.source
-        badge = notebooks.colab_url(name).replace("/notebooks/", "/notebooks/student/")
+        badge = colab_url(name).replace("/notebooks/", "/notebooks/student/")
         assert badge in copy.cells[0].source and "(student copy)" in copy.cells[0].source.split("\n")[0]
 
 
-def test_prose_errors_of_issue_8_stay_fixed():
+def test_notebooks_cite_only_files_of_the_repository():
     text = {name: "\n".join(c.source for c in _read(name).cells if c.cell_type == "markdown") for name in notebooks.NOTEBOOKS}
-    assert not any("METHOD.md" in t for t in text.values()), "notebooks may cite only files in the repository"
-    assert not any("a minute or two" in t for t in text.values()), "quote measured run times"
-    assert "half the\nsquared Mahalanobis distance" in text["01_feature_extraction"] or \
-        "half the squared Mahalanobis distance" in text["01_feature_extraction"].replace("\n", " ")
-    assert "A = \\max S - S" in text["02_unsupervised_flow"] and "only** with this training" in text["02_unsupervised_flow"]
-    assert "with no limit" not in text["04_semi_push_pull"] and "fades" in text["04_semi_push_pull"]
-    assert "**training** normal fibers" in text["03_explicit_boundary"]
-    assert "this course's protocol" in text["04_semi_push_pull"]
-    assert "three\nminutes" in text["04_semi_push_pull"] or "three minutes" in text["04_semi_push_pull"]
     for name, t in text.items():
-        for ref in re.findall(r"`((?:docs|bgad_lite|notebooks|tests)/[\w./-]+)`", t):
+        assert "METHOD.md" not in t, f"{name}: notebooks may cite only files in the repository"
+        for ref in re.findall(r"`((?:docs|bgad_lite|notebooks|tests|benchmarks)/[\w./-]+)`", t):
             assert (ROOT / ref).exists(), f"{name} points to {ref}, which is not in the repository"
 
 

@@ -26,6 +26,7 @@ def tiny_config(root, tmp_path, **kw):
     return BGADConfig(**base)
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
     cfg = tiny_config(tiny_root, tmp_path)
     summary = pipeline.run(cfg, progress=False)
@@ -72,6 +73,7 @@ def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
         roc_auc_score(prep.test_labels[seen], ev["scores"][seen]))
 
 
+@pytest.mark.slow
 def test_run_is_reproducible_and_reuses_the_phase1_cache(tiny_root, tmp_path):
     cfg = tiny_config(tiny_root, tmp_path)
     first = pipeline.run(cfg, progress=False, variants=("bgad",))
@@ -81,6 +83,7 @@ def test_run_is_reproducible_and_reuses_the_phase1_cache(tiny_root, tmp_path):
     assert first["results"] == second["results"]
 
 
+@pytest.mark.slow
 def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
     cfg = tiny_config(tiny_root, tmp_path)
     path = tmp_path / "cfg.json"
@@ -109,6 +112,7 @@ def wide_root(tiny_root, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_non_square_images_keep_their_aspect_ratio(wide_root, tmp_path, capsys):
     # aspect 2 at image_size 64: √2 = 1.414, 64 / 1.414 = 45.3 -> 48, 64 · 1.414 = 90.5 -> 96
     cfg = tiny_config(wide_root, tmp_path)

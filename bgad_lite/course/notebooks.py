@@ -20,7 +20,6 @@ NOTEBOOKS = ("01_feature_extraction", "02_unsupervised_flow", "03_explicit_bound
 #: The repository (``[project.urls] Repository`` of pyproject.toml).
 REPOSITORY = "https://github.com/bgad-lite/bgad-lite"
 #: What Colab installs when ``import bgad_lite`` fails.
-PIP_SPEC = f"bgad-lite @ git+{REPOSITORY}"
 
 
 def notebooks_dir() -> Path:
@@ -30,12 +29,6 @@ def notebooks_dir() -> Path:
         raise BGADError(f"no notebooks folder at {path}: the notebooks ship with the source repository "
                         f"({REPOSITORY}), not with the installed package. Clone it and run from there.")
     return path
-
-
-def colab_url(name: str) -> str:
-    """The "Open in Colab" address of a notebook."""
-    gh = REPOSITORY.removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{gh}/blob/main/notebooks/{name}.ipynb"
 
 
 def select_notebooks(names=None) -> list[str]:

@@ -117,15 +117,3 @@ def stale_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
         if not target.exists() or target.read_text(encoding="utf-8") != student_text(src / f"{name}.ipynb"):
             stale.append(name)
     return stale
-
-
-def prose_words(nb) -> int:
-    """Words of prose in a notebook: the markdown cells, without LaTeX, code spans, links' targets and
-    HTML tags (what a reader reads as text)."""
-    text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)  # display maths
-    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
-    text = re.sub(r"<[^>]+>", " ", text)  # HTML tags
-    text = re.sub(r"\$[^$]*\$", " ", text)  # inline maths
-    text = re.sub(r"`[^`]*`", " ", text)  # code spans
-    return len(re.findall(r"[A-Za-z]+(?:['’-][A-Za-z]+)*", text))
