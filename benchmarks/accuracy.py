@@ -105,6 +105,30 @@ def _stats(runs, dataset, variant, path):
     return vals
 
 
+def level_rows(runs, datasets) -> list[list[str]]:
+    """Per (data set, variant): image AUROC ("all") from each feature level alone and from their sum,
+    mean ± std over seeds; empty for results written before ``per_level`` existed."""
+    rows = []
+    for ds in datasets:
+        for v in VARIANTS:
+            levels = [r["metrics"]["per_level"] for r in runs
+                      if r["dataset"] == ds and r["variant"] == v and "per_level" in r["metrics"]]
+            if levels:
+                cells = [fmt_mean_std([lv[j]["all"] for lv in levels]) for j in range(len(levels[0]))]
+                rows.append([ds, v] + cells + [fmt_mean_std(_stats(runs, ds, v, ("all", "image_auroc")))])
+    return rows
+
+
+def render_levels(runs, datasets) -> list[str]:
+    rows = level_rows(runs, datasets)
+    if not rows:
+        return []
+    n = len(rows[0]) - 3
+    return ["**Image AUROC from each feature level alone** (\"all\"; `evaluate.level_image_aurocs`): where a "
+            "flow loses to the Gaussian reference, and at which level", "",
+            markdown_table(rows, ["data set", "variant"] + [f"level {j}" for j in range(n)] + ["all levels"]), ""]
+
+
 def summarise_textures(runner, textures, seeds, base, cache_dir, machine) -> dict:
     runs, errors, phase1 = [], [], []
     for tex in textures:
@@ -336,6 +360,7 @@ def render_accuracy(data: dict) -> str:
                                     + (" (seen)" if t in seen else "") for t in types])
     out += ["**Image AUROC per defect type** (normal test images + that type)", "",
             markdown_table(rows, ["texture", "variant"] + types), ""]
+    out += render_levels(runs, data["textures"])
 
     fit = [r["fit_s"] for r in runs if r["variant"] != "gaussian"]
     fit_g = [r["fit_s"] for r in runs if r["variant"] == "gaussian"]
@@ -481,6 +506,7 @@ def render_bsdata(data: dict) -> str:
     for v in VARIANTS:
         rows.append([v] + [fmt_mean_std(_stats(runs, "bsdata", v, ("all", k))) for k, _ in METRICS])
     out += [markdown_table(rows, ["variant", "image AUROC", "pixel AUROC", "AUPRO"]), ""]
+    out += render_levels(runs, ["bsdata"])
     for e in data.get("errors", []):
         out.append(f"- ERROR seed {e['seed']} {e['variant']}: {e['error']}")
     t = bsdata_target(data)  # from the runs, so results written before these targets render too

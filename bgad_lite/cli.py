@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("bgad-lite: note: torch sees a CUDA GPU, but this run uses the CPU (the default, which gives "
                       "the README's numbers); --device cuda (or auto) trains on the GPU.", file=sys.stderr)
         from .config import VARIANTS
-        from .pipeline import results_table, run
+        from .pipeline import level_table, results_table, run
 
         variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else VARIANTS
         summary = run(cfg, progress=not args.quiet, variants=variants)
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results_table(summary))
+    print("\nimage AUROC (all) from each feature level alone:\n")
+    print(level_table(summary))
     h, w = summary["data"]["image_hw"]
     if h != w:  # images.input_shape: the data's aspect ratio kept at about image_size² pixels
         print(f"\nimages resized to {h} x {w} (height x width): their aspect ratio at about {cfg.image_size}² pixels")

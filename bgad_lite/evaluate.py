@@ -3,7 +3,8 @@
 :func:`evaluate` computes every test fiber's logp, the anomaly maps and image scores
 (:mod:`bgad_lite.scoring`), and image AUROC, pixel AUROC and AUPRO
 (:mod:`bgad_lite.metrics`) on all test images, on the normals + seen-type anomalies,
-on the normals + unseen-type anomalies, and per defect type.
+on the normals + unseen-type anomalies, per defect type, and the image AUROC of each
+feature level alone (:func:`level_image_aurocs`).
 """
 
 from __future__ import annotations
@@ -54,8 +55,24 @@ def evaluate(model, prep: Prepared) -> dict:
     test_logps = model_logps(model, test, cond_dim, device)
     maps = anomaly_maps(test_logps, prep.image_hw, level_ref)
     scores = image_scores(maps, SCORE_TOP)
-    return {"metrics": split_metrics(maps, scores, prep), "maps": maps, "scores": scores, "test_logps": test_logps,
+    metrics_ = split_metrics(maps, scores, prep)
+    metrics_["per_level"] = level_image_aurocs(test_logps, level_ref, prep)
+    return {"metrics": metrics_, "maps": maps, "scores": scores, "test_logps": test_logps,
             "train_logps": train_logps, "level_ref": level_ref}
+
+
+def level_image_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> list[dict[str, float]]:
+    """Image AUROC from each level alone, on all / seen / unseen: the map of level j by itself
+    (A_j = 1 − exp(logp_j − m_j), upsampled), scored as the full map is. Where a flow loses to the
+    Gaussian reference, this says at which level."""
+    groups = image_groups(prep)  # (N_test,) normal / seen / unseen
+    subsets = {"all": np.ones(len(groups), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}
+    out = []
+    for logp, ref in zip(test_logps, level_ref):
+        scores = image_scores(anomaly_maps([logp], prep.image_hw, [ref]), SCORE_TOP)  # (N_test,)
+        out.append({name: metrics.image_auroc(scores[sel], prep.test_labels[sel])
+                    for name, sel in subsets.items() if (sel & (groups != NORMAL)).any()})
+    return out
 
 
 def split_metrics(maps: np.ndarray, scores: np.ndarray, prep: Prepared) -> dict:

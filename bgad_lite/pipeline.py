@@ -266,3 +266,13 @@ def results_table(summary: dict) -> str:
             for variant, res in summary["results"].items()
             for subset in ("all", "seen", "unseen") if subset in res for r in [res[subset]]]
     return markdown_table(rows, ["variant", "subset", "image AUROC", "pixel AUROC", "AUPRO"])
+
+
+def level_table(summary: dict, subset: str = "all") -> str:
+    """A markdown table of each variant's image AUROC on ``subset`` from each level alone, beside
+    that of the sum of the levels: where a flow loses to the Gaussian reference, and at which level."""
+    results = summary["results"]
+    n_levels = max(len(r.get("per_level", [])) for r in results.values())
+    rows = [[variant] + [lv.get(subset, "–") for lv in res.get("per_level", [])] + [res[subset]["image_auroc"]]
+            for variant, res in results.items() if subset in res]
+    return markdown_table(rows, ["variant"] + [f"level {j} alone" for j in range(n_levels)] + ["all levels"])

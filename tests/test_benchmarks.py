@@ -510,3 +510,18 @@ def test_a_failed_end_to_end_run_is_an_error_not_a_fast_run(monkeypatch, tmp_pat
     md = speed.render_speed({"machine": machine, "e2e": e})
     assert "ERROR:" in md and "met" not in md
     assert not any("bgad-lite run" in line for line in targets_summary(tmp_path))
+
+
+def test_level_rows_average_each_level_over_seeds_and_skip_older_results():
+    from benchmarks.accuracy import level_rows, render_levels
+
+    def run(seed, v, levels, all_):
+        return {"dataset": "grass", "variant": v, "seed": seed,
+                "metrics": {"all": {"image_auroc": all_}, "per_level": [{"all": a} for a in levels]}}
+
+    runs = [run(0, "bgad", [0.8, 0.6], 0.85), run(1, "bgad", [0.9, 0.7], 0.95),
+            {"dataset": "grass", "variant": "gaussian", "seed": 0, "metrics": {"all": {"image_auroc": 0.7}}}]
+    rows = level_rows(runs, ["grass"])
+    assert rows == [["grass", "bgad", "0.850 ± 0.071", "0.650 ± 0.071", "0.900 ± 0.071"]]  # no per_level: no row
+    assert "| data set | variant | level 0 | level 1 | all levels |" in "\n".join(render_levels(runs, ["grass"]))
+    assert render_levels(runs[2:], ["grass"]) == []

@@ -129,3 +129,20 @@ def test_non_square_maps_keep_each_cell_in_place():
     assert np.abs(maps[0, :, :10]).max() < 1e-7  # bilinear reaches one cell to the left, no further
     with pytest.raises(BGADError, match=r"\(height, width\) pair"):
         anomaly_maps([lp0], (8, 16, 3), [0.0])
+
+
+def test_each_level_alone_gets_its_own_image_auroc():
+    """Level 0 lowers the logp of every anomalous image (AUROC 1), level 1 of every normal one
+    (AUROC 0); seen and unseen are each scored against the normals."""
+    from types import SimpleNamespace
+
+    from bgad_lite.evaluate import level_image_aurocs
+
+    types = np.array(["good", "good", "hole", "crack"])  # hole seen, crack unseen
+    prep = SimpleNamespace(image_hw=(8, 8), test_labels=np.array([0, 0, 1, 1]), test_types=types,
+                           split=SimpleNamespace(seen_types=("hole",)))
+    low = torch.tensor([0.0, 0.0, -3.0, -2.0])[:, None, None]  # (N, 1, 1): one value per image
+    level0 = torch.zeros(4, 2, 2) + low  # anomalies less likely
+    level1 = torch.zeros(4, 4, 4) - low  # normals less likely
+    out = level_image_aurocs([level0, level1], [0.0, 0.0], prep)
+    assert out == [{"all": 1.0, "seen": 1.0, "unseen": 1.0}, {"all": 0.0, "seen": 0.0, "unseen": 0.0}]
