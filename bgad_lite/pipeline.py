@@ -52,16 +52,51 @@ __all__ = ["Prepared", "evaluate", "fit_phase1", "fit_phase1_cached", "fit_varia
 log = logging.getLogger(__name__)
 
 
-def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True):
-    """Phase 1: flows trained by maximum likelihood on normal fibers -> (flows, history)."""
+def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = True, workers: int | None = None):
+    """Phase 1: flows trained by maximum likelihood on normal fibers -> (flows, history).
+
+    The levels' flows share nothing but the order of the batches, so on a CPU they train in
+    parallel processes (``workers``, default: one per core), each replaying that order
+    (``train_flows(..., train_levels=...)``): the same numbers as in one process (a test checks it).
+    """
     cfg = cfg or prep.cfg
     flows = make_flows(prep.channels, cfg.cond_dim, cfg.n_blocks, cfg.seed)
     set_input_statistics(flows, prep.train_features)
-    with torch_threads(flow_threads(cfg.device)):
-        history = train_flows(flows, prep.phase1_levels(cfg.cond_dim), "ml", cfg.epochs_phase1, cfg.lr, cfg.seed,
-                              cfg.device, warmup_epochs=min(2, cfg.epochs_phase1 - 1), progress=progress,
-                              desc="phase 1")
-    return flows, history
+    levels = prep.phase1_levels(cfg.cond_dim)
+    kw = dict(objective="ml", epochs=cfg.epochs_phase1, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
+              warmup_epochs=min(2, cfg.epochs_phase1 - 1))
+    groups = _level_groups(levels, parallel_workers(cfg.device, len(levels)) if workers is None else workers)
+    if len(groups) <= 1:
+        with torch_threads(flow_threads(cfg.device)):
+            return flows, train_flows(flows, levels, progress=progress, desc="phase 1", **kw)
+    history = [{} for _ in range(cfg.epochs_phase1)]
+    for group, states, hist in _forked(_phase1_worker, groups, (flows, levels, kw),
+                                       f"phase 1 ({len(groups)} processes)", progress):
+        for j in group:
+            flows[j].load_state_dict(states[j])
+        for merged, epoch in zip(history, hist):
+            merged.update(epoch)
+    return flows.eval(), [dict(sorted(h.items())) for h in history]
+
+
+def _level_groups(levels, workers: int) -> list[list[int]]:
+    """The levels split into at most ``workers`` groups of about equal work (fibers · C² per image,
+    the coupling subnets' cost), largest first; one group when forking is not safe here."""
+    if workers > 1 and not fork_is_safe():
+        log.warning("%d worker processes asked for, but forked workers cannot train here (a GPU is visible, or "
+                    "not Linux); training in one process", workers)
+        workers = 1
+    cost = {j: lv.features.shape[2] * lv.features.shape[3] * lv.features.shape[1] ** 2 for j, lv in enumerate(levels)}
+    groups: list[list[int]] = [[] for _ in range(max(1, min(workers, len(levels))))]
+    for j in sorted(cost, key=cost.get, reverse=True):
+        min(groups, key=lambda g: sum(cost[i] for i in g)).append(j)
+    return [sorted(g) for g in groups if g]
+
+
+def _phase1_worker(group: list[int]):
+    flows, levels, kw = _SHARED
+    history = train_flows(flows, levels, progress=False, train_levels=set(group), **kw)
+    return group, {j: flows[j].state_dict() for j in group}, history
 
 
 PHASE1_KEYS = ("backbone", "pretrained", "image_size", "n_blocks", "cond_dim", "lr", "epochs_phase1", "seed")
@@ -143,12 +178,28 @@ def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: 
     return flows, history, boundaries
 
 
-_SHARED: tuple | None = None  # (prep, phase-1 flows, cfg), inherited by forked workers
+_SHARED: tuple | None = None  # what the forked workers of _forked need, inherited, never pickled
+
+
+def _forked(worker, items: list, shared: tuple, desc: str, progress: bool, processes: int | None = None):
+    """``worker(item)`` for each item in forked single-thread processes (``processes``, default one per
+    item), results as they come; the workers read ``shared`` from the module (inherited by the fork)."""
+    global _SHARED
+    _SHARED = shared
+    try:
+        with multiprocessing.get_context("fork").Pool(processes or len(items), initializer=torch.set_num_threads,
+                                                      initargs=(1,)) as pool:
+            bar = progress_bar(total=len(items), desc=desc, disable=not progress, leave=False)
+            for result in pool.imap_unordered(worker, items):
+                bar.update(1)
+                yield result
+            bar.close()
+    finally:
+        _SHARED = None
 
 
 def _fit_variant_worker(variant: str):
     prep, phase1_flows, cfg = _SHARED
-    torch.set_num_threads(1)
     flows, history, boundaries = fit_variant(prep, phase1_flows, variant, cfg, progress=False)
     return variant, flows.state_dict(), history, boundaries
 
@@ -161,7 +212,6 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     shuffling), so on a CPU they train in parallel processes: the same numbers as one after
     another (a test checks it), in about 1 / workers of the time.
     """
-    global _SHARED
     cfg = cfg or prep.cfg
     variants = list(variants)
     workers = parallel_workers(cfg.device, len(variants)) if workers is None else workers
@@ -171,19 +221,12 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
         workers = 1
     if workers <= 1 or len(variants) <= 1:
         return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
-    _SHARED = (prep, phase1_flows, cfg)
     out = {}
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            bar = progress_bar(total=len(variants), desc=f"phase 2 ({workers} processes)", disable=not progress, leave=False)
-            for variant, state, history, boundaries in pool.imap_unordered(_fit_variant_worker, variants):
-                flows = copy.deepcopy(phase1_flows)
-                flows.load_state_dict(state)
-                out[variant] = (flows.eval(), history, boundaries)
-                bar.update(1)
-            bar.close()
-    finally:
-        _SHARED = None
+    for variant, state, history, boundaries in _forked(_fit_variant_worker, variants, (prep, phase1_flows, cfg),
+                                                       f"phase 2 ({workers} processes)", progress, workers):
+        flows = copy.deepcopy(phase1_flows)
+        flows.load_state_dict(state)
+        out[variant] = (flows.eval(), history, boundaries)
     return {v: out[v] for v in variants}
 
 

@@ -83,25 +83,34 @@ def _steps_per_epoch(levels: list[LevelData], batch_images: int, chunk: int) -> 
 
 
 def epoch_chunks(levels: list[LevelData], batch_images: int, fiber_chunk: int, normal_only: bool,
-                 gen: torch.Generator) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+                 gen: torch.Generator, load: set[int] | None = None
+                 ) -> Iterator[tuple[int, torch.Tensor | None, torch.Tensor | None, torch.Tensor]]:
     """One epoch's chunks of fibers, in training order: (level j, x, c, is_anomaly).
 
     The images are shuffled into mini-batches of ``batch_images``; for each batch and each
     level the batch's fibers (minus those ``ignore`` leaves out, minus the anomalous ones
     when ``normal_only``) are shuffled and cut into chunks of ``fiber_chunk``: one
     optimizer step each (the official design). x (M, C), c (M, P), is_anomaly (M,) bool.
+
+    ``load``: the levels whose fibers are gathered; the others yield x = c = None and their
+    labels only. The shuffles are drawn for every level all the same, so a process that trains
+    some of the levels walks the very sequence of one that trains them all.
     """
     n_img = len(levels[0].features)
     for s in torch.randperm(n_img, generator=gen).split(batch_images):
         for j, lv in enumerate(levels):
-            x, c, m = to_fibers(lv.features[s], lv.pos, lv.masks[s])  # (B·H·W, C), (B·H·W, P), (B·H·W,)
-            if lv.ignore is not None:
-                keep = ~lv.ignore[s].reshape(-1)  # (B·H·W,)
-                x, c, m = x[keep], c[keep], m[keep]
+            m = lv.masks[s].reshape(-1)  # (B·H·W,) in to_fibers' order
+            keep = torch.ones_like(m) if lv.ignore is None else ~lv.ignore[s].reshape(-1)  # (B·H·W,)
             if normal_only:
-                x, c, m = x[~m], c[~m], m[~m]
-            for idx in torch.randperm(len(x), generator=gen).split(fiber_chunk):
-                yield j, x[idx], c[idx], m[idx]
+                keep &= ~m
+            kept = keep.nonzero().squeeze(1)  # (M,) the fibers trained on, in order
+            x = c = None
+            if load is None or j in load:
+                x, c, _ = to_fibers(lv.features[s], lv.pos)  # (B·H·W, C), (B·H·W, P)
+                x, c = x[kept], c[kept]  # (M, C), (M, P)
+            m = m[kept]  # (M,)
+            for idx in torch.randperm(len(kept), generator=gen).split(fiber_chunk):
+                yield j, (None if x is None else x[idx]), (None if c is None else c[idx]), m[idx]
 
 
 def train_step(flow: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, c: torch.Tensor,
@@ -140,7 +149,8 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], objective: str, e
                 normalizer: float = 10.0, lam: float = 1.0, focal: bool = False, fixed_boundaries=None,
                 warmup_epochs: int = 0, batch_images: int = BATCH_IMAGES, fiber_chunk: int = FIBER_CHUNK,
                 on_epoch_end: Callable[[int, nn.ModuleList], None] | None = None,
-                progress: bool = True, desc: str = "train") -> list[dict[str, float]]:
+                progress: bool = True, desc: str = "train", train_levels: set[int] | None = None
+                ) -> list[dict[str, float]]:
     """Train ``flows`` in place; returns one dict of mean loss terms per epoch
     (``"<term>/<level>"``: ml, pull, push, loss, and b_n, b_a for "bgad").
 
@@ -150,6 +160,10 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], objective: str, e
     (the official code). The learning rate ``lr`` warms up over ``warmup_epochs`` and then
     follows a cosine (:func:`lr_factor`). Shuffling draws from a generator seeded from ``seed``
     and the objective. A loss that turns non-finite stops training with a :class:`BGADError`.
+
+    ``train_levels``: train only these levels' flows (the others are left as they are), with the
+    shuffles and the learning-rate schedule of a run that trains every level: the same numbers,
+    so that the levels can train in separate processes (``pipeline.fit_phase1``).
     """
     if objective not in OBJECTIVES:
         raise BGADError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
@@ -165,7 +179,10 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], objective: str, e
     for epoch in range(epochs):
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for j, x, c, m in epoch_chunks(levels, batch_images, fiber_chunk, normal_only, gen):
+        for j, x, c, m in epoch_chunks(levels, batch_images, fiber_chunk, normal_only, gen, train_levels):
+            if x is None:  # another process trains this level: count its step, as train_step would
+                step += int(bool((~m).any()))
+                continue
             for g in opts[j].param_groups:
                 g["lr"] = lr * lr_factor(step, total, warmup)
             try:

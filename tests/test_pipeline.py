@@ -242,6 +242,22 @@ def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
     assert moved and not torch.equal(seq["bgad"][0].state_dict()[moved[0]], seq["naive_push"][0].state_dict()[moved[0]])
 
 
+def test_phase1_levels_in_parallel_processes_equal_one_process(tiny_root, tmp_path):
+    """Phase 1's levels train in separate processes, each replaying the shuffles and the learning-rate
+    schedule of all levels: the same flows and training curve as in one process, for 2 and 3 workers."""
+    cfg = tiny_config(tiny_root, tmp_path, epochs_phase1=3)
+    prep = pipeline.prepare(cfg, progress=False)
+    one, hist_one = pipeline.fit_phase1(prep, progress=False, workers=1)
+    assert len(hist_one) == 3 and {k.split("/")[1] for k in hist_one[0]} == {"0", "1", "2"}
+    for workers in (2, 3):
+        par, hist_par = pipeline.fit_phase1(prep, progress=False, workers=workers)
+        a, b = one.state_dict(), par.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), workers
+        assert hist_par == hist_one and list(hist_par[0]) == list(hist_one[0])
+    assert pipeline._level_groups(prep.phase1_levels(cfg.cond_dim), 2) in ([[0, 1], [2]], [[2], [0, 1]],
+                                                                            [[0], [1, 2]], [[0, 2], [1]])
+
+
 def test_no_forked_workers_where_a_gpu_is_visible(tiny_root, tmp_path, monkeypatch, caplog):
     # after a backward pass there, forked processes cannot run autograd: asked-for workers fall back to one
     cfg = tiny_config(tiny_root, tmp_path)
