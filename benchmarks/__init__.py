@@ -12,7 +12,7 @@ Sections (each one module):
 - ``peers``       anomalib's PaDiM and PatchCore on the same splits, images and weights
                   (only where anomalib is installed: ``pip install anomalib==2.7.0``).
 
-``python -m benchmarks.options '{"align_positions": true}'`` measures one setting against the
+``python -m benchmarks.options '{"boundary": "fixed"}'`` measures one setting against the
 defaults' runs in ``benchmarks/results`` (unsupervised and bgad, every data set and seed).
 
 Every number in ``benchmarks/RESULTS.md`` is measured by the run that wrote it;

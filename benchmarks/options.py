@@ -1,4 +1,4 @@
-"""One setting against the defaults: ``python -m benchmarks.options '{"align_positions": true}'``.
+"""One setting against the defaults: ``python -m benchmarks.options '{"boundary": "fixed"}'``.
 
 Trains ``unsupervised`` and ``bgad`` with the override on every data set and seed of the
 accuracy benchmarks (bsdata at its benchmark size, when the fixture is there), on the benchmarks'
@@ -37,7 +37,7 @@ def parse_overrides(text: str) -> dict:
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BGADError(f"the overrides must be a JSON object such as '{{\"align_positions\": true}}': {e.msg}.") \
+        raise BGADError(f"the overrides must be a JSON object such as '{{\"boundary\": \"fixed\"}}': {e.msg}.") \
             from None
     if not isinstance(overrides, dict) or not overrides:
         raise BGADError("the overrides must be a non-empty JSON object of BGADConfig settings.")
@@ -87,7 +87,7 @@ def render(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.options", description=__doc__.split("\n\n")[0])
-    p.add_argument("overrides", help="a JSON object of BGADConfig settings, e.g. '{\"align_positions\": true}'")
+    p.add_argument("overrides", help="a JSON object of BGADConfig settings, e.g. '{\"boundary\": \"fixed\"}'")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--name", help="output name (default: the override keys)")
