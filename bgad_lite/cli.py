@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale = stale_student_copies()
             for name in stale:
-                print(f"out of date: notebooks/student/{name}.ipynb (run `bgad-lite student`)", file=sys.stderr)
+                path = "bgad_lite/course/solutions.py" if name == "solutions" else f"notebooks/student/{name}.ipynb"
+                print(f"out of date: {path} (run `bgad-lite student`)", file=sys.stderr)
             return 1 if stale else 0
         for path in write_student_copies():
             print(f"wrote {path}")

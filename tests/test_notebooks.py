@@ -205,3 +205,112 @@ def test_describe_names_the_phase_2_work():
 
     line = setup.describe(BGADConfig(epochs_phase1=9, epochs_phase2=7, n_cutpaste=5))
     assert "epochs 9 + 7" in line and "5 CutPastes" in line and "anomalies 2× per phase-2 epoch" in line
+
+
+# ---------------------------------------------------------------------------
+# True statements, hidden answers (issue 23)
+# ---------------------------------------------------------------------------
+
+# Statements once made by the notebooks and corrected: each wrong form, and what was wrong with it.
+WRONG_STATEMENTS = [
+    (r"0\.844 → 0\.894|0\.802 → 0\.883|0\.876 → 0\.902", "numbers of an old data set: print them from the run"),
+    (r"phase[- ]2\s+variants?\s+of\s+20\s+epochs|BGAD\s+model\s+of\s+20\s+epochs", "phase 2 has BGADConfig.epochs_phase2 epochs"),
+    (r"test[- ]norm\w*[^\n]{0,12}\(?paper\)?|paper's (code|test-set)",
+     "the official score is the map's maximum; the test-normalised top-1 % score is not the paper's"),
+    (r"(does not|doesn't) hold any type out|holds? no type out", "the paper's aim is to detect seen and unseen anomalies"),
+    (r"[Tt]he paper (fixes|computes \$?b_n\$? once)|fixed after phase 1 \(paper|fixed boundary of the paper|"
+     r"paper's fixed boundary", "unsupported here: say what the official code does (per batch)"),
+    (r"written as sums", "unsupported here: the official code takes means"),
+    (r"normalizer\*?\*? \(10\), and nothing else|the normalizer only", "say what N does"),
+    (r"left alone, and anomalies are never pulled towards each other — that is the \"semi\"",
+     "'semi' means that only the normals are pulled together"),
+    (r"quantile function of the normal distribution", "reads as the Gaussian's; it is the normal fibers' empirical one"),
+    (r"Linear\(c, 2c\)", "c is the condition; the subnet width needs another letter"),
+    (r"downsample_masks|(?<!not )when at least\s+half of its cell is defect\s*\(", "training labels fibers by flow.fiber_labels"),
+    (r"replace `ml_loss\(logp\)`|all-False `is_anomaly`", "What to try must not name the solution's lines"),
+]
+
+
+def _markdown(name: str, folder: Path = NB_DIR) -> str:
+    return "\n".join(c.source for c in nbformat.read(folder / f"{name}.ipynb", as_version=4).cells
+                     if c.cell_type == "markdown")
+
+
+def test_corrected_statements_do_not_come_back():
+    texts = {name: "\n".join(c.source for c in _read(name).cells) for name in notebooks.NOTEBOOKS}
+    texts["docs/teaching.md"] = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
+    from bgad_lite.course.answers import QUIZ_ANSWERS
+
+    texts["bgad_lite/course/answers.py"] = json.dumps(QUIZ_ANSWERS, ensure_ascii=False)
+    for where, text in texts.items():
+        for pattern, why in WRONG_STATEMENTS:
+            m = re.search(pattern, text)
+            assert not m, f"{where}: {m.group(0)!r} is back — {why}"
+    # what the notebooks must say
+    assert "| focal weighting |" in _markdown("01_feature_extraction"), "01's paper-vs-course table: focal weighting"
+    assert "flow.fiber_labels" in _markdown("01_feature_extraction") and "small regions" in _markdown("01_feature_extraction")
+    paper = [name for name in notebooks.NOTEBOOKS if re.search(r"0\.994[^\n]{0,40}0\.993", _markdown(name))]
+    assert len(paper) == 1, f"the paper's MVTec AD result (0.994 / 0.993) is stated once, with its source: {paper}"
+    assert re.search(r"official repository's\s+scripts", _markdown(paper[0]))
+
+
+# (config field, a phrase that quotes its default) — each field must be quoted somewhere and match BGADConfig
+QUOTED_DEFAULTS = [
+    ("epochs_phase1", r"(\d+) \(phase 1\)"), ("epochs_phase2", r"(\d+) \(phase 2\)"),
+    ("epochs_phase1", r"phase 1 must train in (\d+) epochs"), ("epochs_phase1", r"phase 1 is trained here \((\d+) epochs"),
+    ("epochs_phase1", r"phase 1[^.|]{0,40}?\b(\d+)\s+epochs"), ("epochs_phase2", r"phase[- ]2[^.|]{0,40}?\b(\d+)\s+epochs"),
+    ("epochs_phase2", r"model\s+of\s+(\d+)\s+epochs"),
+    ("epochs_phase2", r"`EPOCHS_PHASE2` epochs \((\d+) by default\)"),
+    ("n_anomalies", r"\$k = (\d+)\$"), ("n_anomalies", r"labelled anomalies \((\d+)\)"),
+    ("beta", r"β = ([\d.]+) in the official command"), ("beta", r"`cfg` \(β = ([\d.]+)\)"),
+    ("tau", r"margin τ = ([\d.]+) further down"),
+    ("normalizer", r"normalizer\*?\*? \((\d+)\)"), ("normalizer", r"\$N = (\d+)\$"),
+    ("image_size", r"square images: (\d+) × \d+"), ("image_size", r"about (\d+)² px"),
+    ("image_size", r"\(\d+ epochs, (\d+) px\)"),
+]
+PARAMETER_DEFAULTS = {"EPOCHS": "epochs_phase1", "EPOCHS_PHASE2": "epochs_phase2", "IMAGE_SIZE": "image_size"}
+
+
+def test_quoted_defaults_match_the_config():
+    from bgad_lite.config import BGADConfig
+
+    cfg, quoted = BGADConfig(), {}
+    for name in notebooks.NOTEBOOKS:
+        text = _markdown(name)
+        for field, pattern in QUOTED_DEFAULTS:
+            for m in re.finditer(pattern, text):
+                quoted.setdefault(field, []).append(name)
+                assert float(m.group(1)) == float(getattr(cfg, field)), \
+                    f"{name}: {m.group(0)!r} quotes {field} = {m.group(1)}, BGADConfig has {getattr(cfg, field)}"
+        params = next(c.source for c in _read(name).cells if "parameters" in c.metadata.get("tags", []))
+        for var, field in PARAMETER_DEFAULTS.items():
+            value = re.search(rf"^{var} = (\d+)", params, re.M).group(1)
+            assert int(value) == getattr(cfg, field), f"{name}: {var} = {value}, BGADConfig.{field} = {getattr(cfg, field)}"
+    missing = {f for f, _ in QUOTED_DEFAULTS} - set(quoted)
+    assert not missing, f"no notebook quotes {missing} any more: update QUOTED_DEFAULTS to the new wording"
+
+
+# What computes an exercise's answer (in code): it must not appear in a code cell before the exercise.
+ANSWER_PATTERNS = {
+    "01.1": [r"permute\(0, 2, 3, 1\)"], "01.2": [r"adaptive_avg_pool2d", r"mean\(dim=\(1, 3\)\)", r"ndimage\.label"],
+    "01.3": [r"einsum", r"np\.linalg\.(inv|solve)"], "02.2": [r"\(z \*\* 2\)\.sum"],
+    "02.3": [r"softplus\(", r"logsigmoid\("], "02.4": [r"opt\.step\(\)"], "03.1": [r"np\.sort\(", r"torch\.sort\("],
+    "03.2": [r"< [\w\[\]'\"]+\)\.mean\(\)"], "03.3": [r"\.split\(chunk\)"], "04.1": [r"l <= b_n", r"l >= b_a"],
+    "04.3": [r"opt\.step\(\)"], "04.4": [r"11\.7 \*", r"0\.53 \*"], "05.1": [r"np\.sort\(", r"\[:, -k:\]"],
+    "05.2": [r">= t\b"], "05.3": [r"\(l >= b_a\)", r"< b_a\)\.mean"],
+}
+
+
+def test_no_cell_before_an_exercise_computes_its_answer():
+    checked = set()
+    for name in notebooks.NOTEBOOKS:
+        nb = _read(name)
+        copy = nbformat.read(NB_DIR / "student" / f"{name}.ipynb", as_version=4)
+        for exercise, source in student.solution_cells(nb, name).items():
+            first = next(i for i, c in enumerate(nb.cells) if c.source == source)
+            for i, cell in enumerate(copy.cells[:first]):
+                for pattern in ANSWER_PATTERNS.get(exercise, []) if cell.cell_type == "code" else []:
+                    m = re.search(pattern, cell.source)
+                    assert not m, f"{name}, cell {i}: {m.group(0)!r} computes the answer of {exercise} before it"
+            checked.add(exercise)
+    assert set(ANSWER_PATTERNS) <= checked

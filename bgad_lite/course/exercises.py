@@ -14,9 +14,12 @@ It never raises: papermill stops a notebook at the first error, and both the
 solution and the student copies must run to the end (tests, CI). The cells after
 a check always go on with the library's version, whatever the student wrote.
 
+:func:`show_solution` prints an exercise's solution once its check has run (a student who failed sees it).
+
 :func:`quiz` shows a multiple-choice concept question with immediate feedback,
 with the part of ipywidgets that 7.7 (Colab) and 8 share: ``HTML``, ``Button``,
-``HBox``, ``VBox``, ``Layout`` and ``Button.on_click``.
+``HBox``, ``VBox``, ``Layout`` and ``Button.on_click``; its answer is kept in
+:mod:`bgad_lite.course.answers`, not in the notebook.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import numpy as np
 import torch
 from IPython.display import display
 
+from ..config import BGADError
 from ..train import train_flows
+from .solutions import SOLUTIONS
 
 #: The three outcomes of a check, as printed.
 PASS, FAIL, NOT_ATTEMPTED = "pass", "FAIL", "not attempted"
@@ -126,7 +131,7 @@ def check(exercise: str, attempt: Callable[[], Any], expected: Any, what: str = 
     try:
         g, e = _as_array(got), _as_array(expected)
         if g.size and g.dtype != bool:
-            detail += f": max |difference| {float(np.max(np.abs(g - e))):.1e}"
+            detail = f"{detail}: max |difference| {float(np.max(np.abs(g - e))):.1e}".lstrip(": ")
     except (TypeError, ValueError):
         pass
     return _report(exercise, PASS, detail)
@@ -162,6 +167,23 @@ def _short(args: tuple) -> str:
         else:
             parts.append(repr(a) if not isinstance(a, torch.Tensor) else f"tensor({a.tolist()})")
     return "(" + ", ".join(parts) + ")"
+
+
+def label_rule_mask(cell: int) -> torch.Tensor:
+    """An (8·cell, 8·cell) bool pixel mask on a grid of 8 x 8 cells of ``cell`` pixels that tells the
+    two rules of :func:`bgad_lite.flow.fiber_labels` apart (exercise 01.2):
+
+    - a region covering one cell fully and the next one exactly half (≥ 0.5 marks both, > 0.5 one);
+    - a 3 x 3 pit across four cells (1, 2, 2 and 4 pixels: rule 2 marks the 4-pixel cell);
+    - a 2-pixel pit split over two cells (a tie: the first cell in row-major order).
+    """
+    if cell < 4 or cell % 2:
+        raise BGADError(f"cell must be even and at least 4 pixels, got {cell}.")
+    m = torch.zeros(8 * cell, 8 * cell, dtype=torch.bool)
+    m[cell:2 * cell, cell:2 * cell + cell // 2] = True  # a full cell and half of the next
+    m[3 * cell - 1:3 * cell + 2, 4 * cell - 1:4 * cell + 2] = True  # a pit over four cells
+    m[6 * cell, 2 * cell - 1:2 * cell + 1] = True  # two pixels, one in each of two cells
+    return m
 
 
 # ---------------------------------------------------------------------------
@@ -209,12 +231,39 @@ def compare_parameters(mine, reference, atol: float = 1e-5) -> str | None:
     return None if worst <= atol else f"parameters differ by up to {worst:.2e} (in {name})"
 
 
+def compare_gradients(mine, reference, rtol: float = 1e-6) -> str | None:
+    """None when the gradients left on two flows' parameters agree (within ``rtol`` of the
+    largest reference gradient), else what differs — with the ratio when one is a multiple of the other.
+
+    The parameters alone cannot tell a loss from a multiple of it: Adam's first step moves a
+    parameter by about lr·g/(|g| + 1e-8) ≈ lr·sign(g), whatever the scale of g. The gradients can.
+    """
+    pairs = [(k, p.grad, q.grad) for (k, p), q in zip(mine.named_parameters(), reference.parameters())
+             if q.grad is not None]
+    if any(g is None for _, g, _ in pairs):
+        return ("your flow holds no gradients after the step: call loss.backward() before opt.step(), and leave "
+                "the gradients in place after it (no zero_grad after the step; the check compares them)")
+    g = torch.cat([a.detach().cpu().double().reshape(-1) for _, a, _ in pairs])
+    r = torch.cat([b.detach().cpu().double().reshape(-1) for _, _, b in pairs])
+    scale = float(r.abs().max())
+    worst = float((g - r).abs().max())
+    if worst <= rtol * max(scale, 1e-30):
+        return None
+    ratio = float(g @ r / (r @ r))
+    if ratio > 0 and float((g - ratio * r).abs().max()) <= 1e-3 * scale * abs(ratio):
+        return (f"your gradients are {ratio:.4g} times those of train_flows: the loss is scaled (a sum instead "
+                "of a mean? a term multiplied or divided by a constant it should not be?)")
+    return f"the gradients differ by up to {worst:.2e} (the largest is {scale:.2e})"
+
+
 def check_step(exercise: str, attempt: Callable[[], Any], start_flow, level, objective: str, lr: float,
                beta: float = 0.01, tau: float = 0.1, normalizer: float = 10.0, lam: float = 1.0, what: str = "",
-               atol: float = 1e-5) -> str:
+               atol: float = 1e-5, rtol_grad: float = 1e-6) -> str:
     """Compare the flow returned by ``attempt()`` (one optimizer step by hand, from a
     deep copy of ``start_flow``) with one step of ``train_flows`` from the same state
-    (:func:`one_step_of_train_flows` with ``lr`` and, for "bgad", β, τ, N, λ)."""
+    (:func:`one_step_of_train_flows` with ``lr`` and, for "bgad", β, τ, N, λ): first the
+    gradients the step left on the parameters (:func:`compare_gradients`: a loss multiplied by
+    a constant fails here), then the parameters themselves (within ``atol``)."""
     reference, _ = one_step_of_train_flows(start_flow, level, objective, lr, beta, tau, normalizer, lam)
     moved = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(reference.parameters(), start_flow.parameters()))
     try:
@@ -225,12 +274,18 @@ def check_step(exercise: str, attempt: Callable[[], Any], start_flow, level, obj
         return _report(exercise, FAIL, f"{what}: your code raised {type(err).__name__}: {err}".lstrip(": "))
     if mine is start_flow:
         return _report(exercise, FAIL, f"{what}: return a trained deep copy, not the starting flow itself")
+    why = compare_parameters(mine, reference, float("inf"))  # a flow with the same parameters at all?
+    if why:
+        return _report(exercise, FAIL, f"{what}: {why}".lstrip(": "))
+    why = compare_gradients(mine, reference, rtol_grad)
+    if why:
+        return _report(exercise, FAIL, f"{what}: {why}".lstrip(": "))
     why = compare_parameters(mine, reference, atol)
     if why:
         return _report(exercise, FAIL, f"{what}: {why}; one step of train_flows moved them by up to "
                                        f"{moved:.2e}".lstrip(": "))
     worst = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(mine.parameters(), reference.parameters()))
-    return _report(exercise, PASS, f"{what}: same parameters as one step of train_flows (max |difference| "
+    return _report(exercise, PASS, f"{what}: same gradients and parameters as one step of train_flows (max |difference| "
                                    f"{worst:.1e}; the step moved them by up to {moved:.2e})".lstrip(": "))
 
 
@@ -285,16 +340,34 @@ class Quiz:
         return "\n".join(lines + ["", "*(run the notebook to answer)*"])
 
 
-def quiz(question: str, options: list[str], answer: int, explanations: list[str] | None = None) -> None:
-    """Show a multiple-choice concept question; ``answer`` is the index of the right option.
+def answer_key(quiz_id: str, options: list[str]) -> tuple[int, list[str]]:
+    """The right option's index and one explanation per option of question ``quiz_id``, from
+    :data:`bgad_lite.course.answers.QUIZ_ANSWERS` (not from the notebook, so that a student copy's
+    source does not give the answer away)."""
+    from .answers import QUIZ_ANSWERS
+
+    if quiz_id not in QUIZ_ANSWERS:
+        raise BGADError(f"no answer for the question {quiz_id!r} in bgad_lite/course/answers.py: add it there.")
+    key = QUIZ_ANSWERS[quiz_id]
+    unknown = [o for o in options if o not in key["why"]]
+    if unknown or key["right"] not in options:
+        raise BGADError(f"question {quiz_id!r}: the options in the notebook and in bgad_lite/course/answers.py "
+                        f"differ ({unknown or key['right']!r}); change both together.")
+    return options.index(key["right"]), [key["why"][o] for o in options]
+
+
+def quiz(quiz_id: str, question: str, options: list[str]) -> None:
+    """Show the multiple-choice concept question ``quiz_id`` (e.g. ``"02.Q3"``); the right option
+    and the explanations come from :func:`answer_key`.
 
     With ipywidgets (Colab, JupyterLab, Notebook) the student clicks a letter and sees
-    at once whether it was right and why (``explanations``, one per option). The output
-    carries the widget view *and* the question as markdown, so viewers without widgets
-    (GitHub, a static HTML export) show the question as text. Executed headless
-    (papermill) it is displayed and does nothing. Returns nothing, so the cell shows
-    the question once; use :class:`Quiz` to drive a question from code.
+    at once whether it was right and why. The output carries the widget view *and* the
+    question as markdown, so viewers without widgets (GitHub, a static HTML export) show
+    the question as text. Executed headless (papermill) it is displayed and does nothing.
+    Returns nothing, so the cell shows the question once; use :class:`Quiz` to drive a
+    question from code.
     """
+    answer, explanations = answer_key(quiz_id, options)
     q = Quiz(question, options, answer, explanations)
     try:
         widget = q.build()
@@ -307,3 +380,21 @@ def quiz(question: str, options: list[str], answer: int, explanations: list[str]
              "text/plain": f"{question} (a multiple-choice question: run the notebook to answer)"}, raw=True)
     return None
 
+
+def show_solution(exercise: str, force: bool = False) -> str | None:
+    """Print the reference solution of ``exercise`` (e.g. ``"02.4"``) once its check has run in
+    this kernel (pass, FAIL or not attempted); ``force=True`` shows it anyway (a lecturer).
+
+    The solutions are the ``### BEGIN SOLUTION`` blocks of the solution notebooks, copied into
+    :mod:`bgad_lite.course.solutions` by ``bgad-lite student`` — so this works wherever the
+    package is installed (Colab included), without the notebooks. Returns the text printed.
+    """
+    if exercise not in SOLUTIONS:
+        raise BGADError(f"no exercise {exercise!r}; the exercises are {', '.join(sorted(SOLUTIONS))}.")
+    if not force and exercise not in {e for e, _ in RESULTS}:
+        print(f"Try exercise {exercise} first: run its check cell, then show_solution({exercise!r}) again.")
+        return None
+    text = f"# reference solution of exercise {exercise} (the lines between the markers are the answer)\n"
+    text += SOLUTIONS[exercise]
+    print(text)
+    return text

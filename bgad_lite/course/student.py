@@ -20,6 +20,11 @@ block replaced, at the same indentation, by::
 on. The Colab badge of a student copy points to the student copy. Nothing else
 changes, so a student copy is fully determined by its solution notebook and the
 tests can regenerate it and compare (``bgad-lite student --check``).
+
+The same command copies every exercise's solution cell into the package
+(:mod:`bgad_lite.course.solutions`, keyed by exercise id), where
+:func:`bgad_lite.course.exercises.show_solution` finds it after the check — on Colab too,
+where only the package is installed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")
 MARKDOWN_PLACEHOLDER = "YOUR ANSWER HERE"
 STUDENT_DIR = "student"
+#: the exercise id of a check cell: the first argument of exercises.check / check_cases / check_step
+CHECK_CALL = re.compile(r'exercises\.check(?:_cases|_step)?\(\s*"([0-9.]+)"')
+SOLUTIONS_MODULE = Path(__file__).with_name("solutions.py")
 
 
 def strip_solutions(source: str, cell_type: str = "code", where: str = "a cell") -> str:
@@ -89,12 +97,44 @@ def student_text(path: str | Path) -> str:
     return nbformat.writes(student_notebook(nb, path.stem)) + "\n"
 
 
+def solution_cells(nb, name: str) -> dict[str, str]:
+    """{exercise id: the source of the solution cell that its check follows} of one notebook node."""
+    out, last = {}, None
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if has_solution(cell.source):
+            last = cell.source
+        for exercise in CHECK_CALL.findall(cell.source):
+            if last is None:
+                raise BGADError(f"{name}: the check of exercise {exercise} has no solution cell before it.")
+            out[exercise] = last
+    return out
+
+
+def solutions_text(src_dir: str | Path | None = None) -> str:
+    """The source of :mod:`bgad_lite.course.solutions` for the notebooks in ``src_dir``."""
+    import nbformat  # the optional [notebooks] extra
+
+    src = Path(src_dir) if src_dir else notebooks_dir()
+    lines = ['"""Reference solutions of the course\'s exercises, for `exercises.show_solution`: the solution cell',
+             "of each exercise in notebooks/*.ipynb. Written by `bgad-lite student`; do not edit by hand.", '"""',
+             "", "SOLUTIONS = {"]
+    for name in NOTEBOOKS:
+        for exercise, source in solution_cells(nbformat.read(str(src / f"{name}.ipynb"), as_version=4), name).items():
+            lines.append(f"    {exercise!r}: (")
+            lines += [f"        {line!r}" for line in source.splitlines(keepends=True)]
+            lines.append("    ),")
+    return "\n".join(lines + ["}", ""])
+
+
 def write_student_copies(src_dir: str | Path | None = None, out_dir: str | Path | None = None,
                          names=None) -> list[Path]:
     """Write the student copy of every course notebook; returns the paths written.
 
     ``src_dir``: the solution notebooks (default: the checkout's ``notebooks/``);
-    ``out_dir``: default ``<src_dir>/student``.
+    ``out_dir``: default ``<src_dir>/student``. With neither (``bgad-lite student``), the
+    solutions module of the package is written too.
     """
     src = Path(src_dir) if src_dir else notebooks_dir()
     out = Path(out_dir) if out_dir else src / STUDENT_DIR
@@ -104,11 +144,15 @@ def write_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
         target = out / f"{name}.ipynb"
         target.write_text(student_text(src / f"{name}.ipynb"), encoding="utf-8")
         written.append(target)
+    if src_dir is None and out_dir is None and names is None:
+        SOLUTIONS_MODULE.write_text(solutions_text(), encoding="utf-8")
+        written.append(SOLUTIONS_MODULE)
     return written
 
 
 def stale_student_copies(src_dir: str | Path | None = None, out_dir: str | Path | None = None) -> list[str]:
-    """Names of the student copies that are missing or differ from a fresh regeneration."""
+    """Names of the student copies that are missing or differ from a fresh regeneration; with
+    neither argument also ``"solutions"`` when :mod:`bgad_lite.course.solutions` is out of date."""
     src = Path(src_dir) if src_dir else notebooks_dir()
     out = Path(out_dir) if out_dir else src / STUDENT_DIR
     stale = []
@@ -116,4 +160,7 @@ def stale_student_copies(src_dir: str | Path | None = None, out_dir: str | Path 
         target = out / f"{name}.ipynb"
         if not target.exists() or target.read_text(encoding="utf-8") != student_text(src / f"{name}.ipynb"):
             stale.append(name)
+    if src_dir is None and out_dir is None:
+        if not SOLUTIONS_MODULE.exists() or SOLUTIONS_MODULE.read_text(encoding="utf-8") != solutions_text():
+            stale.append("solutions")
     return stale
