@@ -11,6 +11,58 @@ from __future__ import annotations
 
 #: {quiz id: {"right": the right option's text, "why": {option text: explanation}}}
 QUIZ_ANSWERS: dict[str, dict] = {
+    '00.Q1': {  # Why can a single Gaussian not model the crescent?
+        "right": 'its density is highest at the mean, which here lies in the empty middle of the ring',
+        "why": {
+            'its density is highest at the mean, which here lies in the empty middle of the ring':
+                'Right: a Gaussian has one peak, at the mean; the crescent bends around its mean, so the peak falls where no normal point is.',
+            'it has too many parameters for 400 points':
+                'A 2-D Gaussian has five parameters; the trouble is its shape, not their number.',
+            'a Gaussian cannot be fitted by maximum likelihood':
+                'It can, in closed form (the mean and covariance of the points); notebook 01 does it per position.',
+            'the crescent has no mean':
+                'Every finite set of points has a mean; it just lies off the data here.',
+        },
+    },
+    '00.Q2': {  # A normal training point lies exactly at l = b_n. Does the pull act on it?
+        "right": 'yes: the pull runs over normals with l ≤ b_n, so it is in the mean and gets a gradient',
+        "why": {
+            'yes: the pull runs over normals with l ≤ b_n, so it is in the mean and gets a gradient':
+                'Right: its term b_n − l is 0, but the derivative of the mean with respect to its l is −1/(number selected), not 0.',
+            'no: its term b_n − l is 0, so the pull ignores it':
+                'A zero term is not a zero gradient: b_n is a constant (detached), so the point still gets −1/(number selected).',
+            'only if it is also above b_a':
+                'Every normal point on b_n is above b_a = b_n − τ; b_a concerns only the push of anomalies.',
+            'only with focal weighting':
+                'Focal weighting scales the terms; which points are selected does not depend on it.',
+        },
+    },
+    '00.Q3': {  # Both the naive push and BG-SPP lower l at the labelled points. What does only BG-SP
+        "right": 'it stops pushing a point once its l is below b_a, and pulls normals below b_n back up',
+        "why": {
+            'it stops pushing a point once its l is below b_a, and pulls normals below b_n back up':
+                'Right: the push is bounded by b_a and the pull keeps the normals above b_n; the naive push never stops.',
+            'it pushes the labelled points harder':
+                'It pushes only while a point is above b_a; below it, the point costs nothing.',
+            'it pulls the labelled anomalies towards each other':
+                'That is what "semi" rules out: only the normals are pulled together.',
+            'it sets b_n from the labelled anomalies':
+                'b_n comes from the normals alone; the anomalies never move it.',
+        },
+    },
+    '00.Q4': {  # Here C = 2, N = 10, τ = 0.1. How does the density on the b_a contour compare with
+        "right": 'lower by a factor e^(C·N·τ) = e² ≈ 7.4',
+        "why": {
+            'lower by a factor e^(C·N·τ) = e² ≈ 7.4':
+                'Right: l = log p(x) / (C·N), so a step τ in l is C·N·τ = 2 nats of log p(x).',
+            'lower by τ = 0.1':
+                'τ is measured on the l scale, logp per dimension divided by N, not in density.',
+            'lower by a factor N = 10':
+                'N divides the log-likelihood; in density it enters the exponent, with C and τ.',
+            'it depends on β':
+                'β places b_n; the margin between b_n and b_a is τ whatever β is.',
+        },
+    },
     '01.Q1': {  # A 128-px image goes through the backbone. How many fibers does level 0 (stride 4
         "right": '32 × 32 = 1,024 — one per 4 × 4-pixel cell',
         "why": {

@@ -15,8 +15,8 @@ from ..config import BGADError
 log = logging.getLogger(__name__)
 
 #: The notebooks, in teaching order (file names without ``.ipynb``).
-NOTEBOOKS = ("01_feature_extraction", "02_unsupervised_flow", "03_explicit_boundary", "04_semi_push_pull",
-             "05_margin_explorer")
+NOTEBOOKS = ("00_idea_in_2d", "01_feature_extraction", "02_unsupervised_flow", "03_explicit_boundary",
+             "04_semi_push_pull", "05_margin_explorer")
 #: The repository (``[project.urls] Repository`` of pyproject.toml).
 REPOSITORY = "https://github.com/bgad-lite/bgad-lite"
 #: What Colab installs when ``import bgad_lite`` fails.

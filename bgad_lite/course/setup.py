@@ -1,6 +1,6 @@
 """The notebook course: what every notebook of ``notebooks/`` shares.
 
-The five notebooks (``01_feature_extraction`` ... ``05_margin_explorer``) each open
+The notebooks (``00_idea_in_2d`` ... ``05_margin_explorer``) each open
 with the same three steps, all of which live here so the notebooks agree:
 
 1. :func:`setup_notebook` — seeds, device, plotly renderer (Colab, JupyterLab and

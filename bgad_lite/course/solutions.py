@@ -3,6 +3,23 @@ of each exercise in notebooks/*.ipynb. Written by `bgad-lite student`; do not ed
 """
 
 SOLUTIONS = {
+    '00.1': (
+        'def b_n_of(logp_normal, beta, normalizer):\n'
+        '    """(n,) logp of normal points -> b_n, the β-quantile of l = logp / N (a 0-dim tensor)."""\n'
+        '    ### BEGIN SOLUTION\n'
+        '    l = torch.sort(logp_normal).values / normalizer  # (n,) ascending\n'
+        '    return l[int(beta * len(l) + 1e-9)]  # index ⌊β·n⌋; the epsilon keeps 0.29·100 at 29\n'
+        '    ### END SOLUTION'
+    ),
+    '00.2': (
+        'def touched_points(l, is_anomaly, b_n, b_a):\n'
+        '    """(M,) l = logp / N, (M,) bool -> (pulled, pushed), each (M,) bool."""\n'
+        '    ### BEGIN SOLUTION\n'
+        '    pulled = ~is_anomaly & (l <= b_n)  # normals at or below b_n\n'
+        '    pushed = is_anomaly & (l >= b_a)  # anomalies at or above b_a\n'
+        '    return pulled, pushed\n'
+        '    ### END SOLUTION'
+    ),
     '01.1': (
         'def fibers_of(features):\n'
         '    """(n, C, H, W) feature maps -> (n·H·W, C) fibers, image-major, then row, then column."""\n'
