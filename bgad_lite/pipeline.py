@@ -80,13 +80,15 @@ def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = T
 
 
 def _level_groups(levels, workers: int) -> list[list[int]]:
-    """The levels split into at most ``workers`` groups of about equal work (fibers · C² per image,
-    the coupling subnets' cost), largest first; one group when forking is not safe here."""
+    """The levels split into at most ``workers`` groups of about equal work, largest first; one group
+    when forking is not safe here. The work of a level is about its fibers · C per image: measured on
+    the default run, level 0 (32 × 32 fibers, C = 24) took 2.6 s for 4 epochs, level 1 (16 × 16,
+    C = 40) 0.8 s and level 2 (8 × 8, C = 112) 0.5 s, so the small steps' overhead, not C², dominates."""
     if workers > 1 and not fork_is_safe():
         log.warning("%d worker processes asked for, but forked workers cannot train here (a GPU is visible, or "
                     "not Linux); training in one process", workers)
         workers = 1
-    cost = {j: lv.features.shape[2] * lv.features.shape[3] * lv.features.shape[1] ** 2 for j, lv in enumerate(levels)}
+    cost = {j: lv.features.shape[2] * lv.features.shape[3] * lv.features.shape[1] for j, lv in enumerate(levels)}
     groups: list[list[int]] = [[] for _ in range(max(1, min(workers, len(levels))))]
     for j in sorted(cost, key=cost.get, reverse=True):
         min(groups, key=lambda g: sum(cost[i] for i in g)).append(j)
