@@ -65,7 +65,7 @@ def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = T
     levels = prep.phase1_levels(cfg.cond_dim)
     kw = dict(objective="ml", epochs=cfg.epochs_phase1, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
               warmup_epochs=min(2, cfg.epochs_phase1 - 1))
-    groups = _level_groups(levels, parallel_workers(cfg.device, len(levels)) if workers is None else workers)
+    groups = _level_groups(levels, _processes(cfg.device, len(levels), workers, "phase 1"))
     if len(groups) <= 1:
         with torch_threads(flow_threads(cfg.device)):
             return flows, train_flows(flows, levels, progress=progress, desc="phase 1", **kw)
@@ -80,14 +80,9 @@ def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = T
 
 
 def _level_groups(levels, workers: int) -> list[list[int]]:
-    """The levels split into at most ``workers`` groups of about equal work, largest first; one group
-    when forking is not safe here. The work of a level is about its fibers · C per image: measured on
+    """The levels split into at most ``workers`` groups of about equal work, largest first. The work of a level is about its fibers · C per image: measured on
     the default run, level 0 (32 × 32 fibers, C = 24) took 2.6 s for 4 epochs, level 1 (16 × 16,
     C = 40) 0.8 s and level 2 (8 × 8, C = 112) 0.5 s, so the small steps' overhead, not C², dominates."""
-    if workers > 1 and not fork_is_safe():
-        log.warning("%d worker processes asked for, but forked workers cannot train here (a GPU is visible, or "
-                    "not Linux); training in one process", workers)
-        workers = 1
     cost = {j: lv.features.shape[2] * lv.features.shape[3] * lv.features.shape[1] for j, lv in enumerate(levels)}
     groups: list[list[int]] = [[] for _ in range(max(1, min(workers, len(levels))))]
     for j in sorted(cost, key=cost.get, reverse=True):
@@ -180,6 +175,18 @@ def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: 
     return flows, history, boundaries
 
 
+def _processes(device: str, n_jobs: int, asked: int | None, what: str) -> int:
+    """How many forked processes train ``n_jobs`` independent jobs: ``asked``, or by default one per
+    job on a Linux CPU (:func:`~bgad_lite.runtime.parallel_workers`); 1 where forked workers cannot
+    train (a visible GPU, or not Linux), with a warning when more were asked for."""
+    n = parallel_workers(device, n_jobs) if asked is None else min(asked, n_jobs)
+    if n > 1 and not fork_is_safe():
+        log.warning("%s: %d worker processes asked for, but forked workers cannot train here (a GPU is visible, or "
+                    "not Linux); training one after another in one process", what, n)
+        n = 1
+    return max(1, n)
+
+
 _SHARED: tuple | None = None  # what the forked workers of _forked need, inherited, never pickled
 
 
@@ -216,12 +223,8 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     """
     cfg = cfg or prep.cfg
     variants = list(variants)
-    workers = parallel_workers(cfg.device, len(variants)) if workers is None else workers
-    if workers > 1 and len(variants) > 1 and not fork_is_safe():
-        log.warning("phase 2: %d worker processes asked for, but forked workers cannot train here (a GPU is "
-                    "visible, or not Linux); training the variants one after another", workers)
-        workers = 1
-    if workers <= 1 or len(variants) <= 1:
+    workers = _processes(cfg.device, len(variants), workers, "phase 2")
+    if workers <= 1:
         return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
     out = {}
     for variant, state, history, boundaries in _forked(_fit_variant_worker, variants, (prep, phase1_flows, cfg),

@@ -24,6 +24,7 @@ first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import sys
@@ -150,8 +151,10 @@ def progress_bar(iterable=None, **kwargs):
     return _hiding_notebook_bar()(iterable, **kwargs)
 
 
+@functools.cache
 def _hiding_notebook_bar():
-    """tqdm's notebook bar whose close hides the widget instead of closing its models."""
+    """tqdm's notebook bar whose close hides the widget instead of closing its models (one class,
+    made on first use: tqdm.notebook imports ipywidgets, which ``import bgad_lite`` need not load)."""
     from tqdm.notebook import tqdm_notebook
 
     class HidingBar(tqdm_notebook):
