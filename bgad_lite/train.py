@@ -73,13 +73,21 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def _steps_per_epoch(levels: list[LevelData], batch_images: int, chunk: int) -> int:
+def steps_per_epoch(levels: list[LevelData], batch_images: int = BATCH_IMAGES, chunk: int = FIBER_CHUNK) -> int:
+    """The chunks of one epoch, counting every fiber of every level: the length of the lr schedule
+    (:func:`lr_factor`; a chunk left without normal fibers is skipped, but still counted here)."""
     n = len(levels[0].features)
     steps = 0
     for s in range(0, n, batch_images):
         b = min(batch_images, n - s)
         steps += sum(math.ceil(b * lv.features.shape[2] * lv.features.shape[3] / chunk) for lv in levels)
     return steps
+
+
+def shuffle_generator(seed: int, objective: str) -> torch.Generator:
+    """The generator every shuffle of :func:`train_flows` draws from: one per run, seeded from
+    ``seed`` and the objective (so that the variants of phase 2 walk different orders)."""
+    return torch.Generator().manual_seed(seed + 7919 * (1 + OBJECTIVES.index(objective)))
 
 
 def epoch_chunks(levels: list[LevelData], batch_images: int, fiber_chunk: int, normal_only: bool,
@@ -170,9 +178,9 @@ def train_flows(flows: nn.ModuleList, levels: list[LevelData], objective: str, e
     fixed = objective == "bgad" and fixed_boundaries is not None
     flows.to(device).train()
     opts = [torch.optim.Adam(f.parameters(), lr=lr) for f in flows]
-    per_epoch = _steps_per_epoch(levels, batch_images, fiber_chunk)
+    per_epoch = steps_per_epoch(levels, batch_images, fiber_chunk)
     total, warmup = per_epoch * epochs, per_epoch * warmup_epochs
-    gen = torch.Generator().manual_seed(seed + 7919 * (1 + OBJECTIVES.index(objective)))
+    gen = shuffle_generator(seed, objective)
     normal_only = objective in ("ml", "unsupervised")
     history, step = [], 0
     bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False)

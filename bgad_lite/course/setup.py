@@ -13,6 +13,11 @@ with the same three steps, all of which live here so the notebooks agree:
 3. :func:`phase1` — the phase-1 flows, trained once and then loaded from the cache
    (with their training curve).
 
+Two helpers serve a class: :func:`fill_cache` computes before class what the notebooks
+then load, and :func:`drive_folder` puts ``CACHE_DIR`` on Google Drive, so that on Colab,
+where every notebook gets its own runtime, 03–05 load what 02 computed. What Colab
+installs is :data:`INSTALL_FROM` (each notebook's first code cell holds a copy).
+
 Which notebooks there are and how to run them all is :mod:`bgad_lite.course.notebooks`.
 """
 
@@ -31,8 +36,8 @@ import plotly.io as pio
 from ..config import PRESETS, BGADConfig, BGADError
 from ..data.defects import TEXTURES
 from ..data.download import download_mvtec
-from ..pipeline import fit_phase1_cached
-from ..prepare import ANOMALY_REPEATS, default_data_root
+from ..pipeline import fit_phase1_cached, phase1_checkpoint_dir
+from ..prepare import ANOMALY_REPEATS, default_data_root, prepare
 from ..runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,13 @@ log = logging.getLogger(__name__)
 #: Epochs of a full run: phase 1 (normal-only ML) and phase 2 (fine-tuning), as `bgad-lite run`.
 FULL_EPOCHS = (BGADConfig.epochs_phase1, BGADConfig.epochs_phase2)  # the library's defaults
 DATASETS = ("textures", "mvtec")
+#: What the notebooks' first code cell installs in Colab when ``bgad_lite`` is missing: a pip
+#: requirement (a git URL, a wheel's path or URL, or a package name). Every notebook holds this
+#: default in its own ``INSTALL_FROM`` variable (it runs before ``bgad_lite`` can be imported);
+#: a test checks that they agree. Hosting the course elsewhere: ``docs/teaching.md``.
+INSTALL_FROM = "bgad-lite @ git+https://github.com/bgad-lite/bgad-lite"
+#: Where Colab mounts Google Drive.
+DRIVE_MOUNT = "/content/drive"
 
 
 # ---------------------------------------------------------------------------
@@ -50,6 +62,27 @@ DATASETS = ("textures", "mvtec")
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules
+
+
+def drive_folder(folder: str = "bgad-lite/cache", mount: str = DRIVE_MOUNT) -> str:
+    """A folder on your Google Drive, for ``CACHE_DIR`` in Colab; mounts Drive on first use.
+
+    Colab gives every notebook its own runtime, and a runtime's files go when it
+    stops. With ``CACHE_DIR = setup.drive_folder()`` in the parameters cell of each
+    notebook, the features and phase-1 flows computed by one notebook (02) are kept in
+    ``MyDrive/<folder>`` and loaded by the next (03, 04, 05). Colab asks once per
+    runtime for permission to mount Drive. Returns the folder's path (created if missing).
+    """
+    if not in_colab():
+        raise BGADError("drive_folder: Google Drive can only be mounted inside Google Colab (google.colab is "
+                        "not loaded here). Outside Colab keep CACHE_DIR a local folder, e.g. 'runs/cache'.")
+    from google.colab import drive  # only in Colab
+
+    if not (Path(mount) / "MyDrive").is_dir():
+        drive.mount(mount)
+    path = Path(mount) / "MyDrive" / folder
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 def smoke_requested(smoke: bool = False) -> bool:
@@ -157,10 +190,10 @@ def make_config(dataset: str = "textures", category: str = "grass", backbone: st
     cache keys for features and phase-1 flows.
     """
     data_dir, category = resolve_dataset(dataset, category, data_root)
-    settings = dict(data_dir=data_dir, category=category, backbone=backbone, image_size=int(image_size),
-                    epochs_phase1=int(epochs or FULL_EPOCHS[0]), epochs_phase2=int(epochs_phase2 or FULL_EPOCHS[1]),
-                    cache_dir=str(cache_dir), device=resolve_device(device), seed=int(seed),
-                    out_dir=str(Path(cache_dir).parent / "out"))
+    settings = {"data_dir": data_dir, "category": category, "backbone": backbone, "image_size": int(image_size),
+                "epochs_phase1": int(epochs or FULL_EPOCHS[0]), "epochs_phase2": int(epochs_phase2 or FULL_EPOCHS[1]),
+                "cache_dir": str(cache_dir), "device": resolve_device(device), "seed": int(seed),
+                "out_dir": str(Path(cache_dir).parent / "out")}
     if preset:
         if preset not in PRESETS:
             raise BGADError(f"make_config: unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
@@ -199,3 +232,20 @@ def phase1(prep, cfg: BGADConfig | None = None, progress: bool = True):
     (flows, history); history is ``None`` only for a checkpoint cached without it.
     """
     return fit_phase1_cached(prep, cfg, progress=progress)
+
+
+def fill_cache(cache_dir: str = "runs/cache", progress: bool = True, **parameters) -> Path:
+    """Compute what the notebooks load from ``cache_dir``: the data set, the features and
+    the phase-1 flows (the work of notebooks 01 and 02), e.g. before class.
+
+    ``parameters`` are :func:`make_config`'s (the parameters cell in lower case:
+    ``dataset``, ``category``, ``image_size``, ``smoke``, ``device`` ...); a notebook whose
+    parameters give the same config then loads instead of training. ``cache_dir`` is
+    relative to the working directory, and a notebook's ``CACHE_DIR`` to the notebook's
+    folder: for the student copies that is ``notebooks/student/runs/cache``.
+    Returns the phase-1 checkpoint folder.
+    """
+    cfg = make_config(cache_dir=cache_dir, **parameters)
+    prep = prepare(cfg, progress=progress)
+    fit_phase1_cached(prep, cfg, progress=progress)
+    return phase1_checkpoint_dir(prep, cfg)
