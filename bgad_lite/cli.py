@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("bgad-lite: note: torch sees a CUDA GPU, but this run uses the CPU (the default, which gives "
                       "the README's numbers); --device cuda (or auto) trains on the GPU.", file=sys.stderr)
         from .config import VARIANTS
-        from .pipeline import level_table, results_table, run
+        from .pipeline import level_table, operating_table, results_table, run
 
         variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else VARIANTS
         summary = run(cfg, progress=not args.quiet, variants=variants)
@@ -133,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results_table(summary))
+    op = next(iter(summary["results"].values()))["operating_point"]
+    print(f"\nat a threshold set from {op['n_normals']} {op['from']} alone, for "
+          f"{op['false_alarm_target']:.0%} false alarms:\n")
+    print(operating_table(summary))
     print("\nimage AUROC (all) from each feature level alone:\n")
     print(level_table(summary))
     h, w = summary["data"]["image_hw"]

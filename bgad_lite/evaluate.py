@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from . import metrics
-from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups
+from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups, rates_at
 from .flow import positional_encoding_2d
 from .gaussian import GaussianModel
 from .prepare import Prepared
 from .scoring import SCORE_TOP, anomaly_maps, image_scores, level_logps, normalisation_stats
+from .threshold import FALSE_ALARMS, normal_threshold
 
 
 def _subset_metrics(maps, scores, masks, labels) -> dict[str, float]:
@@ -43,8 +44,12 @@ def evaluate(model, prep: Prepared) -> dict:
     Each level is normalised by its training normals' mean logp per position (m_j, ``level_ref``)
     and the image score is the mean of the map's top :data:`~bgad_lite.scoring.SCORE_TOP` pixels.
 
+    The operating point (:mod:`bgad_lite.threshold`): t from the held-out normal training images
+    alone (``prep.calib_features``; the training normals themselves when none are held out), and the
+    false-alarm rate and recalls at it, in ``metrics["operating_point"]``.
+
     Returns {"metrics": {...}, "maps": (N, h, w), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
-    "train_logps": [...], "level_ref": [m_j(h, w)]}.
+    "train_logps": [...], "level_ref": [m_j(h, w)], "threshold": t, "calib_scores": (n_calib,)}.
     """
     cond_dim, device = prep.cfg.cond_dim, prep.cfg.device
     gaussian = isinstance(model, GaussianModel)  # the reference sees the backbone's features, never aligned ones
@@ -57,8 +62,25 @@ def evaluate(model, prep: Prepared) -> dict:
     scores = image_scores(maps, SCORE_TOP)
     metrics_ = split_metrics(maps, scores, prep)
     metrics_["per_level"] = level_image_aurocs(test_logps, level_ref, prep)
+    held_out = len(prep.calib_features[0]) > 0
+    normal_logps = model_logps(model, prep.raw_features("calib") if gaussian else prep.calib_features,
+                               cond_dim, device) if held_out else train_logps
+    calib_scores = image_scores(anomaly_maps(normal_logps, prep.image_hw, level_ref), SCORE_TOP)
+    threshold = normal_threshold(calib_scores, FALSE_ALARMS)
+    metrics_["operating_point"] = operating_point(threshold, scores, prep, len(calib_scores), held_out)
     return {"metrics": metrics_, "maps": maps, "scores": scores, "test_logps": test_logps,
-            "train_logps": train_logps, "level_ref": level_ref}
+            "train_logps": train_logps, "level_ref": level_ref, "threshold": threshold,
+            "calib_scores": calib_scores}
+
+
+def operating_point(threshold: float, scores: np.ndarray, prep: Prepared, n_normals: int, held_out: bool) -> dict:
+    """At ``threshold`` (set from ``n_normals`` normal images alone): the false-alarm rate on the test
+    normals and the recall on the seen and the unseen defect types, with the counts behind them."""
+    r = rates_at(scores, image_groups(prep), threshold)
+    return {"threshold": threshold, "false_alarm_target": FALSE_ALARMS, "n_normals": n_normals,
+            "from": "held-out normals" if held_out else "training normals (optimistic)",
+            "false_alarms": r["fpr"], "recall_seen": r["tpr_seen"], "recall_unseen": r["tpr_unseen"],
+            **{k: v for k, v in r.items() if k.startswith(("n_", "flagged_"))}}
 
 
 def level_image_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> list[dict[str, float]]:

@@ -316,6 +316,22 @@ def results_table(summary: dict) -> str:
     return markdown_table(rows, ["variant", "subset", "image AUROC", "pixel AUROC", "AUPRO"])
 
 
+def operating_table(summary: dict) -> str:
+    """A markdown table of each variant's operating point (threshold.py): t from normal images
+    alone, and at t the false alarms on the test normals and the recall on seen and unseen defects."""
+    rows = []
+    for variant, res in summary["results"].items():
+        op = res.get("operating_point")
+        if op is None:
+            continue
+        cell = lambda key, group: (f"{op[key]:.3f} ({op[f'flagged_{group}']}/{op[f'n_{group}']})"  # noqa: E731
+                                   if op[f"n_{group}"] else "–")
+        rows.append([variant, f"{op['threshold']:.4f}", cell("false_alarms", "normal"),
+                     cell("recall_seen", "seen"), cell("recall_unseen", "unseen")])
+    return markdown_table(rows, ["variant", "threshold t", "false alarms (test normals)", "recall seen",
+                                 "recall unseen"])
+
+
 def level_table(summary: dict, subset: str = "all") -> str:
     """A markdown table of each variant's image AUROC on ``subset`` from each level alone, beside
     that of the sum of the levels: where a flow loses to the Gaussian reference, and at which level."""

@@ -28,6 +28,7 @@ from .data.textures import DEFAULT_SEEN_TYPES, make_texture_dataset
 from .features import LEVELS, cached_features, create_backbone, fingerprint
 from .flow import LevelData, fiber_labels, make_levels
 from .runtime import with_device
+from .threshold import calibration_split
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class Prepared:
     train_features: list[torch.Tensor]  # J x (n_train, C_j, H_j, W_j), what the flows see
     anomaly_features: list[torch.Tensor]  # J x (n_anom, C_j, H_j, W_j)
     test_features: list[torch.Tensor]  # J x (n_test, C_j, H_j, W_j)
+    #: J x (n_calib, C_j, H_j, W_j): normal training images held out of every fit, which set the
+    #: threshold (threshold.py); empty tensors when too few normals to spare any
+    calib_features: list[torch.Tensor]
     timings_s: dict[str, float] = field(default_factory=dict)
     #: the backbone's own features ("train", "anomaly", "test"), which the Gaussian reference uses;
     #: empty when they are the ones above (no level aligned)
@@ -76,7 +80,7 @@ class Prepared:
         return int(self.train_images.shape[1]), int(self.train_images.shape[2])
 
     def raw_features(self, part: str) -> list[torch.Tensor]:
-        """The backbone's features of ``part`` ("train", "anomaly" or "test"), before any alignment."""
+        """The backbone's features of ``part`` ("train", "anomaly", "test" or "calib"), before any alignment."""
         return self.backbone_features.get(part) or getattr(self, f"{part}_features")
 
     @property
@@ -136,7 +140,9 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
         seen_types = DEFAULT_SEEN_TYPES  # the embedded set's split: subtle types among the unseen
     split = few_shot_split(category, cfg.n_anomalies, seen_types, cfg.seed, require_unseen=cfg.seen_types is None)
     hw = input_shape(category.train, cfg.image_size)  # (h, w): h·w ≈ image_size²
-    train_images, _, _ = load_split(category.train, hw, progress)
+    normal_images, _, _ = load_split(category.train, hw, progress)
+    fit, cal = calibration_split(len(normal_images), cfg.seed + 2)  # threshold.py: normals that set t
+    train_images = normal_images[fit]
     lab_images, lab_masks, _ = load_split(split.labelled, hw, progress)
     test_images, test_masks, test_labels = load_split(split.test, hw, progress)
     test_types = np.array([smp.defect_type for smp in split.test])
@@ -148,9 +154,11 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
     # what the features depend on: the backbone and its weights (random ones: drawn under the seed)
     tag = (cfg.backbone, LEVELS, cfg.pretrained, cfg.image_size) + (() if cfg.pretrained else (cfg.seed,))
     feats = {}
-    for part, images in (("train", train_images), ("anomaly", anomaly_images), ("test", test_images)):
+    for part, images in (("normal", normal_images), ("anomaly", anomaly_images), ("test", test_images)):
         key = fingerprint(*tag, images)
         feats[part] = cached_features(backbone, images, cfg.cache_dir, key, device=cfg.device, progress=progress)
+    normal = feats.pop("normal")  # J x (n_normal, C, H, W), split into the fit and the held-out normals
+    feats["train"], feats["calib"] = [f[fit] for f in normal], [f[cal] for f in normal]
     t2 = time.perf_counter()
     backbone_features, alignment = {}, None
     timings = {"data": t1 - t0, "features": t2 - t1}
@@ -162,10 +170,11 @@ def prepare(cfg: BGADConfig, progress: bool = True, groups: dict[str, str] | Non
         timings["align"] = time.perf_counter() - t2
         log.info("aligned positions (%s): alpha per level %s, aligned %s", cfg.align_positions,
                  [round(a.alpha, 3) for a in alignment], [a.active for a in alignment])
-    log.info("prepared %s: %d train, %d anomaly (%d labelled), %d test images", name, len(train_images),
-             len(anomaly_images), len(lab_images), len(test_images))
+    log.info("prepared %s: %d train (+%d held out), %d anomaly (%d labelled), %d test images", name,
+             len(train_images), len(cal), len(anomaly_images), len(lab_images), len(test_images))
     return Prepared(cfg, category, split, train_images, anomaly_images, anomaly_masks, kinds, test_images,
                     test_masks, test_labels, test_types, feats["train"], feats["anomaly"], feats["test"],
+                    feats["calib"],
                     timings_s=timings,
                     backbone_features=backbone_features, alignment=alignment)
 

@@ -525,3 +525,20 @@ def test_level_rows_average_each_level_over_seeds_and_skip_older_results():
     assert rows == [["grass", "bgad", "0.850 ± 0.071", "0.650 ± 0.071", "0.900 ± 0.071"]]  # no per_level: no row
     assert "| data set | variant | level 0 | level 1 | all levels |" in "\n".join(render_levels(runs, ["grass"]))
     assert render_levels(runs[2:], ["grass"]) == []
+
+
+def test_operating_point_rows_average_over_seeds_and_leave_empty_groups_out():
+    from benchmarks.accuracy import render_operating
+
+    def op(fa, seen, unseen):
+        return {"operating_point": {"threshold": 1.0, "false_alarm_target": 0.01, "n_normals": 20,
+                                    "false_alarms": fa, "recall_seen": seen, "recall_unseen": unseen}}
+    runs = [{"dataset": "grass", "variant": "bgad", "seed": 0, "metrics": op(0.0, 0.5, 0.25)},
+            {"dataset": "grass", "variant": "bgad", "seed": 1, "metrics": op(0.1, 0.7, 0.75)},
+            {"dataset": "bsdata", "variant": "bgad", "seed": 0, "metrics": op(0.02, 0.6, float("nan"))},
+            {"dataset": "grass", "variant": "unsupervised", "seed": 0, "metrics": {}}]  # written before
+    text = "\n".join(render_operating(runs, ["grass", "bsdata"]))
+    assert "| grass | bgad | 20 | 0.050 ± 0.071 | 0.600 ± 0.141 | 0.500 ± 0.354 |" in text
+    assert "| bsdata | bgad | 20 | 0.020 | 0.600 | – |" in text
+    assert "unsupervised" not in text and "99% quantile" in text
+    assert render_operating(runs[3:], ["grass"]) == []

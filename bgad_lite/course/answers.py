@@ -271,15 +271,15 @@ QUIZ_ANSWERS: dict[str, dict] = {
                 'The anomalies never set the boundary.',
         },
     },
-    '05.Q1': {  # Why is the default threshold the highest score of a normal *training* image?
-        "right": 'it uses no test label, so the FPR/TPR it gives are honest estimates',
+    '05.Q1': {  # Why is the default threshold set on normal training images held out of training?
+        "right": 'the model was fitted to the other training normals, which score too low; held-out ones score like new normals',
         "why": {
             'it maximises the test AUROC':
                 'AUROC does not depend on any threshold.',
-            'it uses no test label, so the FPR/TPR it gives are honest estimates':
-                'Right: everything it uses was available before testing.',
+            'the model was fitted to the other training normals, which score too low; held-out ones score like new normals':
+                'Right: no test label is used, and the held-out normals were never fitted, so the false alarms they predict are honest.',
             'it guarantees zero false alarms on the test set':
-                'Test normals can score higher than every training normal; the FPR column shows whether they do.',
+                'Test normals can score higher than every held-out normal; the FPR column shows whether they do.',
             'the paper prescribes it':
                 'The paper reports threshold-free metrics; this is a practical choice.',
         },
@@ -297,13 +297,13 @@ QUIZ_ANSWERS: dict[str, dict] = {
                 'Anomalies are only ever pushed down.',
         },
     },
-    '05.Q3': {  # An unseen-type defect is missed at the training threshold. Which change helps *w
-        "right": 'choose t as a lower quantile of the training normal scores, accepting more false alarms',
+    '05.Q3': {  # An unseen-type defect is missed at the operating point. Which change helps *without*
+        "right": "choose t as a lower quantile of the held-out normals' scores, accepting more false alarms",
         "why": {
             'lower t until the defect is flagged':
                 'Lowering t for one known test image is tuning on the test set.',
-            'choose t as a lower quantile of the training normal scores, accepting more false alarms':
-                'Right: a lower training quantile trades a known share of false alarms for sensitivity, decided before testing.',
+            "choose t as a lower quantile of the held-out normals' scores, accepting more false alarms":
+                'Right: a lower quantile of normals trades a known share of false alarms for sensitivity, decided before testing.',
             'retrain with this defect labelled':
                 "That makes the type 'seen' and no longer measures the unseen case.",
             'raise β':

@@ -126,10 +126,11 @@ class MarginExplorer(W.VBox if W is not None else object):
                                       max=max(epochs), step=1)
 
     def _threshold_slider(self, threshold: float | None):
-        """The t slider over every test and training score; default t: the highest training-normal score."""
+        """The t slider over every test and training score; default t: the run's operating point, set from
+        held-out normal images alone (threshold.py), else the highest training-normal score."""
         lo = float(min(self.scores.min(), self.train_scores.min()))
-        hi = float(max(self.scores.max(), self.train_scores.max()))
-        default_t = float(self.train_scores.max()) if threshold is None else float(threshold)
+        hi = float(max(self.scores.max(), self.train_scores.max(), self.ev.get("threshold", lo)))
+        default_t = float(self.ev.get("threshold", self.train_scores.max())) if threshold is None else float(threshold)
         step = max((hi - lo) / 400, 1e-6)
         return self._slider(W.FloatSlider, COLUMN - 92, value=min(max(default_t, lo), hi), min=lo, max=hi + step,
                             step=step, readout_format=".4f")

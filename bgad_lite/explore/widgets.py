@@ -70,8 +70,8 @@ def margin_explorer(flows, prep, *, evaluation: dict | None = None,
     :func:`bgad_lite.pipeline.prepare`; ``evaluation``: the result of
     :func:`bgad_lite.pipeline.evaluate` if already computed (else it is computed here);
     ``snapshots``: an :class:`EpochRecorder` filled during ``fit_variant`` (adds the
-    epoch slider); ``threshold``: the initial image-score threshold (default: the
-    highest score of a training normal image, a choice that needs no test labels).
+    epoch slider); ``threshold``: the initial image-score threshold (default: the run's
+    operating point, set from held-out normal images alone — :mod:`bgad_lite.threshold`).
     """
     if W is None:  # pragma: no cover
         raise BGADError("the margin explorer needs ipywidgets: pip install 'ipywidgets>=7.7'.")
