@@ -19,7 +19,6 @@ NOTEBOOKS = ("00_idea_in_2d", "01_feature_extraction", "02_unsupervised_flow", "
              "04_semi_push_pull", "05_margin_explorer")
 #: The repository (``[project.urls] Repository`` of pyproject.toml).
 REPOSITORY = "https://github.com/bgad-lite/bgad-lite"
-#: What Colab installs when ``import bgad_lite`` fails.
 
 
 def notebooks_dir() -> Path:
