@@ -36,11 +36,15 @@ def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
     data = saved["data"]
     assert sorted(data["seen_types"] + data["unseen_types"]) == sorted(DEFECT_TYPES)
     assert not set(data["seen_types"]) & set(data["unseen_types"])
-    assert data["n_train_normal"] == 8 and data["n_train_anomalies"] == 2
+    assert data["n_train_normal"] == 6 and data["n_held_out_normal"] == 2  # 8 normals, 20 % held out
+    assert data["n_train_anomalies"] == 2
     assert data["n_test"] == 4 + 3 * len(DEFECT_TYPES) - 2  # the labelled anomalies leave the test set
     assert set(saved["results"]) == {"gaussian", "unsupervised", "bgad", "naive_push"}
     for res in saved["results"].values():
-        assert set(res) == {"all", "seen", "unseen", "per_type", "per_level"}
+        assert set(res) == {"all", "seen", "unseen", "per_type", "per_level", "operating_point"}
+        op = res["operating_point"]
+        assert op["n_normals"] == 2 and op["from"] == "held-out normals" and op["n_normal"] == 4
+        assert op["false_alarms"] == op["flagged_normal"] / 4
         assert len(res["per_level"]) == 3 and all(set(lv) == {"all", "seen", "unseen"} for lv in res["per_level"])
         assert set(res["per_type"]) == set(DEFECT_TYPES)  # every type keeps test images
     assert set(saved["timings_s"]) >= {"data", "features", "phase1", "fit_gaussian", "phase2", "total"}
