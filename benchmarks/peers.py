@@ -215,8 +215,9 @@ def render_peers(data: dict) -> str:
              "left the test set), resized images, backbone (`tf_efficientnet_lite0`, the offline ImageNet weights) "
              "and metrics (`bgad_lite.evaluate.split_metrics`). PaDiM: levels `blocks.1/2/4` (the flows' three), "
              f"{PADIM_FEATURES} random channels of 176; PatchCore: levels `blocks.2/4`, a "
-             f"{CORESET_RATIO:.0%} coreset. Neither uses the labelled anomalies. bgad-lite's rows are the runs of "
-             "the accuracy sections in this results folder (same seeds). Mean ± std over seeds; fit s: wall seconds "
+             f"{CORESET_RATIO:.0%} coreset. Neither uses the labelled anomalies. bgad-lite's rows are its runs of "
+             "the accuracy sections as they stood when the peers were measured (same seeds; the accuracy sections "
+             "above may be newer). Mean ± std over seeds; fit s: wall seconds "
              "to fit in a one-thread worker (flows: phase 2 only; phase 1 is in the accuracy sections). PatchCore's "
              "is mostly its greedy coreset, slowed by page faults here: glibc's mmap threshold is fixed so that "
              "the coreset's temporaries are returned at once (`benchmarks/peers.py` says why).", ""]
