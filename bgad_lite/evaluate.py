@@ -49,7 +49,7 @@ def evaluate(model, prep: Prepared) -> dict:
     false-alarm rate and recalls at it, in ``metrics["operating_point"]``.
 
     Returns {"metrics": {...}, "maps": (N, h, w), "scores": (N,), "test_logps": [J x (n, H_j, W_j)],
-    "train_logps": [...], "level_ref": [m_j(h, w)], "threshold": t, "calib_scores": (n_calib,)}.
+    "train_logps": [...], "level_ref": [m_j(h, w)], "threshold": t}.
     """
     cond_dim, device = prep.cfg.cond_dim, prep.cfg.device
     gaussian = isinstance(model, GaussianModel)  # the reference sees the backbone's features, never aligned ones
@@ -69,8 +69,7 @@ def evaluate(model, prep: Prepared) -> dict:
     threshold = normal_threshold(calib_scores, FALSE_ALARMS)
     metrics_["operating_point"] = operating_point(threshold, scores, prep, len(calib_scores), held_out)
     return {"metrics": metrics_, "maps": maps, "scores": scores, "test_logps": test_logps,
-            "train_logps": train_logps, "level_ref": level_ref, "threshold": threshold,
-            "calib_scores": calib_scores}
+            "train_logps": train_logps, "level_ref": level_ref, "threshold": threshold}
 
 
 def operating_point(threshold: float, scores: np.ndarray, prep: Prepared, n_normals: int, held_out: bool) -> dict:
