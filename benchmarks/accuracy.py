@@ -106,16 +106,17 @@ def _stats(runs, dataset, variant, path):
 
 
 def level_rows(runs, datasets) -> list[list[str]]:
-    """Per (data set, variant): image AUROC ("all") from each feature level alone and from their sum,
-    mean ± std over seeds; empty for results written before ``per_level`` existed."""
+    """Per (data set, variant): image AUROC ("all") from each feature level alone, from their sum (the
+    score) and from their deficits summed in nats (``evaluate.nats_sum_aurocs``; "–" unless every seed
+    has it), mean ± std over seeds; empty for results written before ``per_level`` existed."""
     rows = []
     for ds in datasets:
         for v in VARIANTS:
-            levels = [r["metrics"]["per_level"] for r in runs
-                      if r["dataset"] == ds and r["variant"] == v and "per_level" in r["metrics"]]
-            if levels:
-                cells = [fmt_mean_std([lv[j]["all"] for lv in levels]) for j in range(len(levels[0]))]
-                rows.append([ds, v] + cells + [fmt_mean_std(_stats(runs, ds, v, ("all", "image_auroc")))])
+            mine = [r["metrics"] for r in runs if r["dataset"] == ds and r["variant"] == v and "per_level" in r["metrics"]]
+            if mine:
+                cells = [fmt_mean_std([m["per_level"][j]["all"] for m in mine]) for j in range(len(mine[0]["per_level"]))]
+                nats = fmt_mean_std([m["nats_sum"]["all"] for m in mine]) if all("nats_sum" in m for m in mine) else "–"
+                rows.append([ds, v] + cells + [fmt_mean_std(_stats(runs, ds, v, ("all", "image_auroc"))), nats])
     return rows
 
 
@@ -123,10 +124,13 @@ def render_levels(runs, datasets) -> list[str]:
     rows = level_rows(runs, datasets)
     if not rows:
         return []
-    n = len(rows[0]) - 3
+    n = len(rows[0]) - 4
     return ["**Image AUROC from each feature level alone** (\"all\"; `evaluate.level_image_aurocs`): where a "
-            "flow loses to the Gaussian reference, and at which level", "",
-            markdown_table(rows, ["data set", "variant"] + [f"level {j}" for j in range(n)] + ["all levels"]), ""]
+            "flow loses to the Gaussian reference, and at which level; beside the score (all levels), the levels' "
+            "deficits m_j − logp_j summed in nats, uncapped (`evaluate.nats_sum_aurocs`, a diagnostic: "
+            "docs/experiments.md, 2026-12-04 evening)", "",
+            markdown_table(rows, ["data set", "variant"] + [f"level {j}" for j in range(n)]
+                           + ["all levels", "summed in nats"]), ""]
 
 
 def render_operating(runs, datasets) -> list[str]:

@@ -17,7 +17,7 @@ from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups, rates_at
 from .flow import positional_encoding_2d
 from .gaussian import GaussianModel
 from .prepare import Prepared
-from .scoring import SCORE_TOP, anomaly_maps, image_scores, level_logps, normalisation_stats
+from .scoring import SCORE_TOP, anomaly_maps, deficit_maps, image_scores, level_logps, normalisation_stats
 from .threshold import FALSE_ALARMS, normal_threshold
 
 
@@ -62,6 +62,7 @@ def evaluate(model, prep: Prepared) -> dict:
     scores = image_scores(maps, SCORE_TOP)
     metrics_ = split_metrics(maps, scores, prep)
     metrics_["per_level"] = level_image_aurocs(test_logps, level_ref, prep)
+    metrics_["nats_sum"] = nats_sum_aurocs(test_logps, level_ref, prep)
     held_out = len(prep.calib_features[0]) > 0
     normal_logps = model_logps(model, prep.raw_features("calib") if gaussian else prep.calib_features,
                                cond_dim, device) if held_out else train_logps
@@ -80,6 +81,17 @@ def operating_point(threshold: float, scores: np.ndarray, prep: Prepared, n_norm
             "from": "held-out normals" if held_out else "training normals (optimistic)",
             "false_alarms": r["fpr"], "recall_seen": r["tpr_seen"], "recall_unseen": r["tpr_unseen"],
             **{k: v for k, v in r.items() if k.startswith(("n_", "flagged_"))}}
+
+
+def nats_sum_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> dict[str, float]:
+    """Image AUROC on all / seen / unseen of the levels' deficits summed in nats
+    (``scoring.deficit_maps``, D = Σ_j (m_j − logp_j), uncapped), scored as the map A is: how the run
+    would rank its images if a level far out counted in full. A diagnostic; the score stays A."""
+    groups = image_groups(prep)  # (N_test,) normal / seen / unseen
+    subsets = {"all": np.ones(len(groups), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}
+    scores = image_scores(deficit_maps(test_logps, prep.image_hw, level_ref), SCORE_TOP)  # (N_test,)
+    return {name: metrics.image_auroc(scores[sel], prep.test_labels[sel])
+            for name, sel in subsets.items() if (sel & (groups != NORMAL)).any()}
 
 
 def level_image_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> list[dict[str, float]]:

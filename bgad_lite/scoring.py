@@ -68,6 +68,24 @@ def anomaly_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], l
     return (ref - total).float().numpy()
 
 
+def deficit_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], level_ref) -> np.ndarray:
+    """The levels' deficits summed in nats, D = Σ_l up(m_l − logp_l): (N, h, w) float32. Not the score.
+
+    In A = J − Σ_l exp(logp_l − m_l) a level far below its reference counts no more than 1, as much as one
+    a few nats below; in D every nat counts. A diagnostic beside A (``evaluate.nats_sum_aurocs``), for a
+    choice still open (``docs/experiments.md``, 2026-12-04 evening).
+    """
+    if len(level_ref) != len(logps):
+        raise BGADError(f"got {len(logps)} levels but {len(level_ref)} normalisation values.")
+    hw = as_hw(image_size)
+    total = None
+    for lp, ref in zip(logps, level_ref):
+        d = (torch.as_tensor(ref, dtype=torch.float64) - lp.double())[:, None]  # (N, 1, H_l, W_l)
+        d = F.interpolate(d, size=hw, mode="bilinear", align_corners=False)[:, 0]
+        total = d if total is None else total + d  # D, (N, h, w)
+    return total.float().numpy()
+
+
 def image_scores(maps: np.ndarray, top: float = 0.0) -> np.ndarray:
     """Image anomaly score from its anomaly map: (N, H, W) -> (N,).
 

@@ -41,11 +41,12 @@ def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
     assert data["n_test"] == 4 + 3 * len(DEFECT_TYPES) - 2  # the labelled anomalies leave the test set
     assert set(saved["results"]) == {"gaussian", "unsupervised", "bgad", "naive_push"}
     for res in saved["results"].values():
-        assert set(res) == {"all", "seen", "unseen", "per_type", "per_level", "operating_point"}
+        assert set(res) == {"all", "seen", "unseen", "per_type", "per_level", "nats_sum", "operating_point"}
         op = res["operating_point"]
         assert op["n_normals"] == 2 and op["from"] == "held-out normals" and op["n_normal"] == 4
         assert op["false_alarms"] == op["flagged_normal"] / 4
         assert len(res["per_level"]) == 3 and all(set(lv) == {"all", "seen", "unseen"} for lv in res["per_level"])
+        assert set(res["nats_sum"]) == {"all", "seen", "unseen"}
         assert set(res["per_type"]) == set(DEFECT_TYPES)  # every type keeps test images
     assert set(saved["timings_s"]) >= {"data", "features", "phase1", "fit_gaussian", "phase2", "total"}
     diag = saved["diagnostics"]
@@ -96,7 +97,7 @@ def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
     assert main(["run", "--config", str(path), "--seed", "1", "--quiet", "--variants", "unsupervised, bgad"]) == 0
     out = capsys.readouterr().out
     assert "| bgad | unseen |" in out and "results.json" in out
-    assert "| variant | level 0 alone | level 1 alone | level 2 alone | all levels |" in out
+    assert "| variant | level 0 alone | level 1 alone | level 2 alone | all levels | levels summed in nats |" in out
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     levels = ", ".join(str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on) or "none"
     assert "positions aligned (--align-positions auto): alpha per level" in out and f"levels aligned: {levels}" in out

@@ -146,3 +146,38 @@ def test_each_level_alone_gets_its_own_image_auroc():
     level1 = torch.zeros(4, 4, 4) - low  # normals less likely
     out = level_image_aurocs([level0, level1], [0.0, 0.0], prep)
     assert out == [{"all": 1.0, "seen": 1.0, "unseen": 1.0}, {"all": 0.0, "seen": 0.0, "unseen": 0.0}]
+
+
+def test_deficit_maps_sum_the_levels_deficits_in_nats_by_hand():
+    """D = Σ_l up(m_l − logp_l): constant levels give constant maps, a per-position m_l is subtracted
+    where it sits, and a level's deficit counts in full however large it is."""
+    from bgad_lite.scoring import deficit_maps
+
+    lp0 = torch.full((2, 2, 2), -1.0)
+    lp0[1] = -7.0  # image 1 is 6 nats further out at level 0
+    lp1 = torch.full((2, 1, 1), 0.5)
+    ref1 = torch.tensor([[2.0]])  # (H_1, W_1) per-position reference
+    d = deficit_maps([lp0, lp1], (4, 4), [0.0, ref1])
+    assert d.shape == (2, 4, 4) and d.dtype == np.float32
+    np.testing.assert_allclose(d[0], 1.0 + 1.5)  # (0 − (−1)) + (2 − 0.5)
+    np.testing.assert_allclose(d[1], 7.0 + 1.5)
+    with pytest.raises(BGADError, match="2 levels but 1"):
+        deficit_maps([lp0, lp1], (4, 4), [0.0])
+
+
+def test_nats_sum_ranks_one_level_far_out_above_two_just_out():
+    """Image 2 (anomalous) is 6 nats out at one level, image 1 (normal) 1 nat out at both: the
+    likelihood sum A counts 0.998 against 1.26 and ranks the normal one higher (AUROC 0); the nats
+    sum counts 6 against 2 (AUROC 1)."""
+    from types import SimpleNamespace
+
+    from bgad_lite.evaluate import nats_sum_aurocs
+    from bgad_lite.scoring import SCORE_TOP
+
+    prep = SimpleNamespace(image_hw=(4, 4), test_labels=np.array([0, 0, 1]),
+                           test_types=np.array(["good", "good", "hole"]), split=SimpleNamespace(seen_types=("hole",)))
+    lp0 = torch.tensor([0.0, -1.0, -6.0])[:, None, None].expand(3, 2, 2).clone()  # (N, 2, 2)
+    lp1 = torch.tensor([0.0, -1.0, 0.0])[:, None, None].expand(3, 2, 2).clone()
+    exp_scores = image_scores(anomaly_maps([lp0, lp1], (4, 4), [0.0, 0.0]), SCORE_TOP)
+    assert exp_scores[1] > exp_scores[2]  # 2 − 2e⁻¹ = 1.26 against 2 − e⁻⁶ − 1 = 0.998
+    assert nats_sum_aurocs([lp0, lp1], [0.0, 0.0], prep) == {"all": 1.0, "seen": 1.0}
