@@ -87,9 +87,13 @@ def nats_sum_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepa
     """Image AUROC on all / seen / unseen of the levels' deficits summed in nats
     (``scoring.deficit_maps``, D = Σ_j (m_j − logp_j), uncapped), scored as the map A is: how the run
     would rank its images if a level far out counted in full. A diagnostic; the score stays A."""
+    return _subset_aurocs(image_scores(deficit_maps(test_logps, prep.image_hw, level_ref), SCORE_TOP), prep)
+
+
+def _subset_aurocs(scores: np.ndarray, prep: Prepared) -> dict[str, float]:
+    """Image AUROC of (N_test,) scores on all / seen / unseen, each subset that holds an anomaly."""
     groups = image_groups(prep)  # (N_test,) normal / seen / unseen
     subsets = {"all": np.ones(len(groups), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}
-    scores = image_scores(deficit_maps(test_logps, prep.image_hw, level_ref), SCORE_TOP)  # (N_test,)
     return {name: metrics.image_auroc(scores[sel], prep.test_labels[sel])
             for name, sel in subsets.items() if (sel & (groups != NORMAL)).any()}
 
@@ -98,14 +102,8 @@ def level_image_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Pr
     """Image AUROC from each level alone, on all / seen / unseen: the map of level j by itself
     (A_j = 1 − exp(logp_j − m_j), upsampled), scored as the full map is. Where a flow loses to the
     Gaussian reference, this says at which level."""
-    groups = image_groups(prep)  # (N_test,) normal / seen / unseen
-    subsets = {"all": np.ones(len(groups), bool), "seen": groups != UNSEEN, "unseen": groups != SEEN}
-    out = []
-    for logp, ref in zip(test_logps, level_ref):
-        scores = image_scores(anomaly_maps([logp], prep.image_hw, [ref]), SCORE_TOP)  # (N_test,)
-        out.append({name: metrics.image_auroc(scores[sel], prep.test_labels[sel])
-                    for name, sel in subsets.items() if (sel & (groups != NORMAL)).any()})
-    return out
+    return [_subset_aurocs(image_scores(anomaly_maps([logp], prep.image_hw, [ref]), SCORE_TOP), prep)
+            for logp, ref in zip(test_logps, level_ref)]
 
 
 def split_metrics(maps: np.ndarray, scores: np.ndarray, prep: Prepared) -> dict:

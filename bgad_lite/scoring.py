@@ -56,16 +56,22 @@ def anomaly_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], l
     """
     if level_ref is not None and len(level_ref) != len(logps):
         raise BGADError(f"got {len(logps)} levels but {len(level_ref)} normalisation values.")
-    hw = as_hw(image_size)
-    total = None
-    for j, lp in enumerate(logps):
-        lp = lp.double()
-        m = lp.max() if level_ref is None else torch.as_tensor(level_ref[j], dtype=torch.float64)
-        p = torch.exp(lp - m)[:, None]  # (N, 1, H_l, W_l)
-        p = F.interpolate(p, size=hw, mode="bilinear", align_corners=False)[:, 0]
-        total = p if total is None else total + p  # S, (N, h, w)
+    refs = [lp.double().max() for lp in logps] if level_ref is None else level_ref
+    total = _upsampled_sum([torch.exp(lp.double() - _ref(m)) for lp, m in zip(logps, refs)], image_size)  # S
     ref = total.max() if level_ref is None else float(len(logps))
     return (ref - total).float().numpy()
+
+
+def _ref(m) -> torch.Tensor:
+    """m_j as float64: a number or an (H_j, W_j) map."""
+    return torch.as_tensor(m, dtype=torch.float64)
+
+
+def _upsampled_sum(level_maps: list[torch.Tensor], image_size: int | tuple[int, int]) -> torch.Tensor:
+    """Σ_l up(x_l): J x (N, H_l, W_l) -> (N, h, w), each level upsampled bilinearly to the image size."""
+    hw = as_hw(image_size)
+    return sum(F.interpolate(x[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]  # (N, h, w)
+               for x in level_maps)
 
 
 def deficit_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], level_ref) -> np.ndarray:
@@ -77,13 +83,7 @@ def deficit_maps(logps: list[torch.Tensor], image_size: int | tuple[int, int], l
     """
     if len(level_ref) != len(logps):
         raise BGADError(f"got {len(logps)} levels but {len(level_ref)} normalisation values.")
-    hw = as_hw(image_size)
-    total = None
-    for lp, ref in zip(logps, level_ref):
-        d = (torch.as_tensor(ref, dtype=torch.float64) - lp.double())[:, None]  # (N, 1, H_l, W_l)
-        d = F.interpolate(d, size=hw, mode="bilinear", align_corners=False)[:, 0]
-        total = d if total is None else total + d  # D, (N, h, w)
-    return total.float().numpy()
+    return _upsampled_sum([_ref(m) - lp.double() for lp, m in zip(logps, level_ref)], image_size).float().numpy()
 
 
 def image_scores(maps: np.ndarray, top: float = 0.0) -> np.ndarray:
