@@ -107,16 +107,17 @@ def _stats(runs, dataset, variant, path):
 
 def level_rows(runs, datasets) -> list[list[str]]:
     """Per (data set, variant): image AUROC ("all") from each feature level alone, from their sum (the
-    score) and from their deficits summed in nats (``evaluate.nats_sum_aurocs``; "–" unless every seed
-    has it), mean ± std over seeds; empty for results written before ``per_level`` existed."""
+    score, their deficits summed in nats) and from the paper's likelihood sum
+    (``evaluate.likelihood_sum_aurocs``; "–" unless every seed has it), mean ± std over seeds; empty for results written before ``per_level`` existed."""
     rows = []
     for ds in datasets:
         for v in VARIANTS:
             mine = [r["metrics"] for r in runs if r["dataset"] == ds and r["variant"] == v and "per_level" in r["metrics"]]
             if mine:
                 cells = [fmt_mean_std([m["per_level"][j]["all"] for m in mine]) for j in range(len(mine[0]["per_level"]))]
-                nats = fmt_mean_std([m["nats_sum"]["all"] for m in mine]) if all("nats_sum" in m for m in mine) else "–"
-                rows.append([ds, v] + cells + [fmt_mean_std(_stats(runs, ds, v, ("all", "image_auroc"))), nats])
+                paper = (fmt_mean_std([m["likelihood_sum"]["all"] for m in mine])
+                         if all("likelihood_sum" in m for m in mine) else "–")
+                rows.append([ds, v] + cells + [fmt_mean_std(_stats(runs, ds, v, ("all", "image_auroc"))), paper])
     return rows
 
 
@@ -126,11 +127,11 @@ def render_levels(runs, datasets) -> list[str]:
         return []
     n = len(rows[0]) - 4
     return ["**Image AUROC from each feature level alone** (\"all\"; `evaluate.level_image_aurocs`): where a "
-            "flow loses to the Gaussian reference, and at which level; beside the score (all levels), the levels' "
-            "deficits m_j − logp_j summed in nats, uncapped (`evaluate.nats_sum_aurocs`, a diagnostic: "
-            "docs/experiments.md, 2026-12-04 evening)", "",
+            "flow loses to the Gaussian reference, and at which level; beside the score (all levels: the deficits "
+            "m_j − logp_j summed in nats), the paper's likelihood sum J − Σ_j exp(logp_j − m_j), each level capped "
+            "at 1 (`evaluate.likelihood_sum_aurocs`, a diagnostic: docs/design.md, \"The image score\")", "",
             markdown_table(rows, ["data set", "variant"] + [f"level {j}" for j in range(n)]
-                           + ["all levels", "summed in nats"]), ""]
+                           + ["all levels", "paper's likelihood sum"]), ""]
 
 
 def render_operating(runs, datasets) -> list[str]:

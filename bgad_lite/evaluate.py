@@ -4,7 +4,8 @@
 (:mod:`bgad_lite.scoring`), and image AUROC, pixel AUROC and AUPRO
 (:mod:`bgad_lite.metrics`) on all test images, on the normals + seen-type anomalies,
 on the normals + unseen-type anomalies, per defect type, and the image AUROC of each
-feature level alone (:func:`level_image_aurocs`).
+feature level alone (:func:`level_image_aurocs`) and of the paper's likelihood sum
+(:func:`likelihood_sum_aurocs`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .explore.margins import NORMAL, SEEN, UNSEEN, image_groups, rates_at
 from .flow import positional_encoding_2d
 from .gaussian import GaussianModel
 from .prepare import Prepared
-from .scoring import SCORE_TOP, anomaly_maps, deficit_maps, image_scores, level_logps, normalisation_stats
+from .scoring import SCORE_TOP, anomaly_maps, image_scores, level_logps, likelihood_maps, normalisation_stats
 from .threshold import FALSE_ALARMS, normal_threshold
 
 
@@ -62,7 +63,7 @@ def evaluate(model, prep: Prepared) -> dict:
     scores = image_scores(maps, SCORE_TOP)
     metrics_ = split_metrics(maps, scores, prep)
     metrics_["per_level"] = level_image_aurocs(test_logps, level_ref, prep)
-    metrics_["nats_sum"] = nats_sum_aurocs(test_logps, level_ref, prep)
+    metrics_["likelihood_sum"] = likelihood_sum_aurocs(test_logps, level_ref, prep)
     held_out = len(prep.calib_features[0]) > 0
     normal_logps = model_logps(model, prep.raw_features("calib") if gaussian else prep.calib_features,
                                cond_dim, device) if held_out else train_logps
@@ -83,11 +84,12 @@ def operating_point(threshold: float, scores: np.ndarray, prep: Prepared, n_norm
             **{k: v for k, v in r.items() if k.startswith(("n_", "flagged_"))}}
 
 
-def nats_sum_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> dict[str, float]:
-    """Image AUROC on all / seen / unseen of the levels' deficits summed in nats
-    (``scoring.deficit_maps``, D = Σ_j (m_j − logp_j), uncapped), scored as the map A is: how the run
-    would rank its images if a level far out counted in full. A diagnostic; the score stays A."""
-    return _subset_aurocs(image_scores(deficit_maps(test_logps, prep.image_hw, level_ref), SCORE_TOP), prep)
+def likelihood_sum_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> dict[str, float]:
+    """Image AUROC on all / seen / unseen of the paper's likelihood sum (``scoring.likelihood_maps``,
+    A = J − Σ_j exp(logp_j − m_j), each level capped at 1) with the same m_j, scored as the map is: how
+    the run would rank its images with the paper's way of summing the levels. A diagnostic beside the
+    score (the deficits summed in nats), so that the choice can be checked on any data set."""
+    return _subset_aurocs(image_scores(likelihood_maps(test_logps, prep.image_hw, level_ref), SCORE_TOP), prep)
 
 
 def _subset_aurocs(scores: np.ndarray, prep: Prepared) -> dict[str, float]:
@@ -100,7 +102,7 @@ def _subset_aurocs(scores: np.ndarray, prep: Prepared) -> dict[str, float]:
 
 def level_image_aurocs(test_logps: list[torch.Tensor], level_ref: list, prep: Prepared) -> list[dict[str, float]]:
     """Image AUROC from each level alone, on all / seen / unseen: the map of level j by itself
-    (A_j = 1 − exp(logp_j − m_j), upsampled), scored as the full map is. Where a flow loses to the
+    (A_j = m_j − logp_j, upsampled), scored as the full map is. Where a flow loses to the
     Gaussian reference, this says at which level."""
     return [_subset_aurocs(image_scores(anomaly_maps([logp], prep.image_hw, [ref]), SCORE_TOP), prep)
             for logp, ref in zip(test_logps, level_ref)]

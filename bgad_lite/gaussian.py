@@ -10,7 +10,7 @@ is *shrunk* towards a multiple of the identity (Ledoit & Wolf, 2004):
 exactly as ``sklearn.covariance.LedoitWolf`` does, for all positions at once.
 A fiber x is scored by its Mahalanobis distance d² = (x − μ)ᵀ Σ⁻¹ (x − μ), written
 as a per-dimension Gaussian log-likelihood so that the same scoring as the flows'
-(``scoring.anomaly_maps``: exp(logp − m_l), upsampled, summed over levels) applies:
+(``scoring.anomaly_maps``: m_j − logp, upsampled, summed over levels) applies:
 
     logp = ( −C/2·log(2π) − ½·log|Σ| − ½·d² ) / C
 

@@ -335,12 +335,12 @@ def operating_table(summary: dict) -> str:
 
 def level_table(summary: dict, subset: str = "all") -> str:
     """A markdown table of each variant's image AUROC on ``subset`` from each level alone, beside
-    that of the sum of the levels (the score) and of their deficits summed in nats
-    (``evaluate.nats_sum_aurocs``): where a flow loses to the Gaussian reference, and at which level."""
+    that of the sum of the levels (the score, their deficits summed in nats) and of the paper's likelihood
+    sum (``evaluate.likelihood_sum_aurocs``): where a flow loses to the Gaussian reference, and at which level."""
     results = summary["results"]
     n_levels = max(len(r.get("per_level", [])) for r in results.values())
     rows = [[variant] + [lv.get(subset, "–") for lv in res.get("per_level", [])] + [res[subset]["image_auroc"]]
-            + [res.get("nats_sum", {}).get(subset, "–")]
+            + [res.get("likelihood_sum", {}).get(subset, "–")]
             for variant, res in results.items() if subset in res]
     return markdown_table(rows, ["variant"] + [f"level {j} alone" for j in range(n_levels)]
-                          + ["all levels", "levels summed in nats"])
+                          + ["all levels", "paper's likelihood sum"])

@@ -523,11 +523,11 @@ def test_level_rows_average_each_level_over_seeds_and_skip_older_results():
             {"dataset": "grass", "variant": "gaussian", "seed": 0, "metrics": {"all": {"image_auroc": 0.7}}}]
     rows = level_rows(runs, ["grass"])
     assert rows == [["grass", "bgad", "0.850 ± 0.071", "0.650 ± 0.071", "0.900 ± 0.071", "–"]]  # no per_level: no row
-    assert "| data set | variant | level 0 | level 1 | all levels | summed in nats |" in "\n".join(render_levels(runs, ["grass"]))
+    assert "| data set | variant | level 0 | level 1 | all levels | paper's likelihood sum |" in "\n".join(render_levels(runs, ["grass"]))
     assert render_levels(runs[2:], ["grass"]) == []
-    runs[0]["metrics"]["nats_sum"] = {"all": 0.8}  # the nats sum only when every seed has it
+    runs[0]["metrics"]["likelihood_sum"] = {"all": 0.8}  # the paper's sum only when every seed has it
     assert level_rows(runs, ["grass"])[0][-1] == "–"
-    runs[1]["metrics"]["nats_sum"] = {"all": 1.0}
+    runs[1]["metrics"]["likelihood_sum"] = {"all": 1.0}
     assert level_rows(runs, ["grass"])[0][-1] == "0.900 ± 0.141"
 
 

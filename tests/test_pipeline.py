@@ -41,12 +41,12 @@ def test_tiny_run_writes_results_checkpoints_and_figures(tiny_root, tmp_path):
     assert data["n_test"] == 4 + 3 * len(DEFECT_TYPES) - 2  # the labelled anomalies leave the test set
     assert set(saved["results"]) == {"gaussian", "unsupervised", "bgad", "naive_push"}
     for res in saved["results"].values():
-        assert set(res) == {"all", "seen", "unseen", "per_type", "per_level", "nats_sum", "operating_point"}
+        assert set(res) == {"all", "seen", "unseen", "per_type", "per_level", "likelihood_sum", "operating_point"}
         op = res["operating_point"]
         assert op["n_normals"] == 2 and op["from"] == "held-out normals" and op["n_normal"] == 4
         assert op["false_alarms"] == op["flagged_normal"] / 4
         assert len(res["per_level"]) == 3 and all(set(lv) == {"all", "seen", "unseen"} for lv in res["per_level"])
-        assert set(res["nats_sum"]) == {"all", "seen", "unseen"}
+        assert set(res["likelihood_sum"]) == {"all", "seen", "unseen"}
         assert set(res["per_type"]) == set(DEFECT_TYPES)  # every type keeps test images
     assert set(saved["timings_s"]) >= {"data", "features", "phase1", "fit_gaussian", "phase2", "total"}
     diag = saved["diagnostics"]
@@ -97,7 +97,7 @@ def test_cli_run_prints_the_table(tiny_root, tmp_path, capsys, monkeypatch):
     assert main(["run", "--config", str(path), "--seed", "1", "--quiet", "--variants", "unsupervised, bgad"]) == 0
     out = capsys.readouterr().out
     assert "| bgad | unseen |" in out and "results.json" in out
-    assert "| variant | level 0 alone | level 1 alone | level 2 alone | all levels | levels summed in nats |" in out
+    assert "| variant | level 0 alone | level 1 alone | level 2 alone | all levels | paper's likelihood sum |" in out
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     levels = ", ".join(str(j) for j, on in enumerate(summary["data"]["aligned_levels"]) if on) or "none"
     assert "positions aligned (--align-positions auto): alpha per level" in out and f"levels aligned: {levels}" in out
@@ -187,10 +187,10 @@ def test_train_normalisation_scores_an_image_alone_as_in_the_test_set(tiny_root,
     cfg = tiny_config(tiny_root, tmp_path)
     prep = pipeline.prepare(cfg, progress=False)
     flows, _ = pipeline.fit_phase1(prep, progress=False)
-    from bgad_lite.scoring import anomaly_maps, level_logps
+    from bgad_lite.scoring import anomaly_maps, level_logps, likelihood_maps
 
     ev_train = pipeline.evaluate(flows, prep)
-    test_maps = anomaly_maps(ev_train["test_logps"], prep.image_hw, None)  # the paper's code: test-set maxima
+    test_maps = likelihood_maps(ev_train["test_logps"], prep.image_hw, None)  # the paper's code: test-set maxima
     assert ev_train["maps"].shape == (len(prep.test_images), 64, 64)
     assert np.isfinite(ev_train["maps"]).all() and np.isfinite(test_maps).all()
     # One image scored alone gets the same map as inside the test set ("train" mode only).
@@ -203,7 +203,7 @@ def test_train_normalisation_scores_an_image_alone_as_in_the_test_set(tiny_root,
     np.testing.assert_allclose(alone[0], ev_train["maps"][0], rtol=1e-5, atol=1e-6)
     # The paper's test-set normalisation cannot: alone, an image is its own maximum, so its map
     # starts at 0 wherever it peaks, whatever the rest of the test set looks like.
-    alone_test = anomaly_maps(one_logps, 64, None)
+    alone_test = likelihood_maps(one_logps, 64, None)
     assert alone_test[0].min() == 0.0
     assert not np.allclose(alone_test[0], test_maps[0], atol=1e-3)
 

@@ -154,17 +154,17 @@ QUIZ_ANSWERS: dict[str, dict] = {
                 '−log σ(v) is always positive.',
         },
     },
-    '02.Q4': {  # With which normalisation is the anomaly map A = J − S (J = number of levels)?
-        "right": 'with the per-position training mean saved with the model',
+    '02.Q4': {  # One level sits 6 nats below m_j: what does it add to A = Σ d_j, and to S = Σ p_j?
+        "right": '6 to A, and it lowers S by 1 − e⁻⁶, less than 1',
         "why": {
-            "with the official code's test-set maximum":
-                "The official code uses A = max S − S, the maximum over the test set.",
-            'with both':
-                'Only one of the two has a fixed constant in place of the test-set maximum.',
-            'with the per-position training mean saved with the model':
-                'Right: each level is 1 at its training mean, so J is the map of an image that looks exactly average everywhere.',
-            'with neither: A is always max S − S':
-                'That is the test-normalised map; the training-normalised one uses the constant J.',
+            '6 to A, and it lowers S by 1 − e⁻⁶, less than 1':
+                'Right: d_j = 6 enters A as it is; p_j = e⁻⁶ ≈ 0.002 instead of 1, so S drops by 0.998 — as much as a level 6 nats out as one 60 nats out.',
+            'at most 1 to each':
+                'That is the paper\'s sum only: a likelihood lies between 0 and 1 here, so S changes by less than 1; the deficits are not capped.',
+            '6 to each':
+                'S sums likelihoods p_j = e^(−d_j), not deficits: a level can lower it by at most 1.',
+            'nothing to either: only the finest level counts':
+                'Every level is upsampled to the image size and summed, in both maps.',
         },
     },
     '03.Q1': {  # Why is b_n computed from the normal fibers only?
