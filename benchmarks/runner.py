@@ -20,7 +20,7 @@ from . import SECTIONS
 from . import accuracy as acc
 from .common import BENCH_DIR, DEFAULT_CACHE, DEFAULT_OUT, machine, read_json, write_json
 from .jobs import BSDATA_ROOT, JobRunner
-from .peers import anomalib_version, peer_job, summarise_peers
+from .peers import anomalib_version, peer_job, refresh_ours, summarise_peers
 from .report import TITLES, render_section, replot, write_results_md
 from .scaling import plot_scaling
 
@@ -196,7 +196,11 @@ def main(argv=None) -> int:
             kept = read_json(out_dir / "peers.json")
             if kept and kept.get("runs"):  # measured where anomalib was installed: not replaced by a note
                 print(f"peers: anomalib is not installed here; {out_dir / 'peers.json'} (measured "
-                      f"{kept['machine']['date']}) is kept", flush=True)
+                      f"{kept['machine']['date']}) is kept, with bgad-lite's rows from the accuracy sections",
+                      flush=True)
+                write_json(out_dir / "peers.json", refresh_ours(kept, read_json(out_dir / "accuracy.json"),
+                                                                read_json(out_dir / "bsdata.json")))
+                written.append("peers")
             else:
                 save("peers", {"absent": "anomalib is not installed in this environment (pip install anomalib==2.7.0)"})
         else:

@@ -442,7 +442,8 @@ def test_peers_run_padim_and_patchcore_on_the_library_data_when_anomalib_is_inst
 
 def test_peers_section_without_anomalib_notes_it_and_keeps_a_measured_table(tmp_path, monkeypatch):
     """Without anomalib, `--only peers` writes a note — but a peers.json measured where anomalib was
-    installed stays as it was (a run in the project's environment must not erase it)."""
+    installed keeps its peers' runs as they were (a run in the project's environment must not erase
+    them), with bgad-lite's rows taken again from the accuracy section as it is now."""
     import json
 
     import benchmarks.peers as peers
@@ -459,10 +460,21 @@ def test_peers_section_without_anomalib_notes_it_and_keeps_a_measured_table(tmp_
     run = {"dataset": "grass", "seed": 0, "anomalib": "2.7.0", "image_hw": [128, 128], "prepare_s": 1.0,
            "peers": {p: {"metrics": _peer_metrics(0.8), "fit_s": 1.0} for p in peers.PEERS}}
     write_json(kept / "peers.json", {"machine": machine, "anomalib": "2.7.0", "runs": [run], "errors": [], "ours": {}})
-    before = (kept / "peers.json").read_text()
+    before = json.loads((kept / "peers.json").read_text())
     assert bench_main(["--only", "peers", "--out", str(kept), "--workers", "1"]) == 0
     assert "| grass (128 × 128, seeds 0) | padim (anomalib) | 0.800 |" in (kept / "RESULTS.md").read_text()
-    assert (kept / "peers.json").read_text() == before
+    after = json.loads((kept / "peers.json").read_text())
+    assert after["runs"] == before["runs"] and after["machine"] == before["machine"] and after["ours"] == {}
+    # a newer accuracy section: its bgad run of the same seed stands beside the kept peers, dated
+    newer = {**machine, "date": "2026-12-04T21:19:47"}
+    ours = [{"dataset": "grass", "seed": s, "variant": "bgad", "metrics": _peer_metrics(a), "fit_s": 50.0}
+            for s, a in ((0, 0.9), (1, 0.5))]  # seed 1: the peers did not run it, so it is left out
+    after = peers.refresh_ours(before, {"machine": newer, "runs": ours}, None)
+    text = peers.render_peers(after)
+    assert "|  | bgad (bgad-lite) | 0.900 | – | – | 0.900 | 0.700 | 50 |" in text
+    assert "measured 2026-12-04 21:19, after the peers" in text
+    assert after["runs"] == before["runs"] and after["ours_measured"] == ["2026-12-04T21:19:47"]
+    assert "as they stood when the peers were measured" in peers.render_peers(before)
 
 
 def test_a_section_measured_at_other_defaults_says_so(tmp_path):

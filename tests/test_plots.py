@@ -97,3 +97,20 @@ def test_epoch_animation_has_a_frame_per_snapshot_with_its_boundaries():
     shapes = fig.frames[3].layout.shapes
     assert (shapes[0].x0, shapes[0].x1) == pytest.approx((b_a, b_n))
     assert [len(t.y) for t in fig.frames[3].data] == [30, 30, 30]
+
+
+def test_a_far_out_pixel_does_not_set_the_maps_colour_scale():
+    """A map in nats is not capped: one pushed pixel thousands of nats out must not turn the rest black."""
+    import matplotlib.pyplot as plt
+
+    from bgad_lite.explore.plots import map_vmax, plot_anomaly_maps
+
+    maps = np.tile(np.arange(100, dtype=np.float32).reshape(10, 10), (2, 1, 1))  # (2, 10, 10): 0 .. 99, twice
+    assert map_vmax(maps) == pytest.approx(98.01)  # np.percentile's linear rule: 99 % of the way from 0 to 99
+    maps[1, 0, 0] = 5000.0  # one far-out pixel
+    assert map_vmax(maps) < 100.0
+    images, masks = np.zeros((2, 10, 10, 3), np.uint8), np.zeros((2, 10, 10), bool)
+    fig = plot_anomaly_maps(images, masks, {"model": maps}, ["a", "b"])
+    assert fig.axes[1].images[0].get_clim() == (0.0, pytest.approx(map_vmax(maps)))
+    assert plot_anomaly_maps(images, masks, {"model": maps}, ["a", "b"], vmax=7.0).axes[1].images[0].get_clim()[1] == 7.0
+    plt.close("all")

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from .. import pipeline
 from ..boundary import boundaries_from_normals
 from ..explore.margins import EpochRecorder, boundary_range, epoch_xlim, fiber_l_by_group, image_groups
-from ..explore.plots import pick_examples, plot_fiber_histogram, show_image
+from ..explore.plots import map_vmax, pick_examples, plot_fiber_histogram, show_image
 from . import setup
 
 #: Slide size in inches (16:9); at 200 dpi: 2560 x 1440 pixels.
@@ -75,7 +75,7 @@ def anomaly_map_grid(prep, evals: dict) -> Figure:
     names = list(evals)
     fig = Figure(figsize=SLIDE, layout="constrained")
     axes = fig.subplots(len(idx), 1 + len(names), squeeze=False)
-    vmax = {n: float(np.percentile(evals[n]["maps"], 99.9)) for n in names}
+    vmax = {n: map_vmax(evals[n]["maps"]) for n in names}
     groups = image_groups(prep)  # (N_test,) normal / seen / unseen
     for r, i in enumerate(idx):
         show_image(axes[r, 0], prep.test_images[i], prep.test_masks[i], f"{prep.test_types[i]} ({groups[i]})")

@@ -27,6 +27,7 @@ from .margins import (
 from .plots import (
     COLORS,
     css_color,
+    map_vmax,
     new_figure,
     plot_fiber_histogram,
     plot_image_scores,
@@ -94,7 +95,7 @@ class MarginExplorer(W.VBox if W is not None else object):
         self.groups = image_groups(prep)  # (N_test,)
         train_maps = anomaly_maps(ev["train_logps"], prep.image_hw, ev["level_ref"])
         self.train_scores = image_scores(train_maps, SCORE_TOP)  # (N_train,), scored as the test images
-        self.vmax = float(np.percentile(self.maps, 99.9))
+        self.vmax = map_vmax(self.maps)
 
     @staticmethod
     def _slider(cls, width: int, **kw):

@@ -84,8 +84,16 @@ def pick_examples(types: np.ndarray, per_type: int = 2) -> list[int]:
     return [i for t in order for i in np.flatnonzero(types == t)[:per_type]]
 
 
+def map_vmax(maps: np.ndarray) -> float:
+    """The top of an anomaly map's colour scale: the 99th percentile of the maps' pixels. A map is in
+    nats and not capped, so a few pixels of a pushed defect can lie thousands of nats out; a scale set by
+    the maximum would leave every other pixel black."""
+    return float(np.percentile(maps, 99))
+
+
 def plot_anomaly_maps(images, masks, maps_by_name: dict[str, np.ndarray], titles, vmax: float | None = None):
-    """Rows: test images; columns: the image (mask outlined) and one anomaly map per model."""
+    """Rows: test images; columns: the image (mask outlined) and one anomaly map per model, each model on
+    its own colour scale (:func:`map_vmax` of its maps shown) unless ``vmax`` is given."""
     names = list(maps_by_name)
     fig, axes = plt.subplots(len(images), 1 + len(names), figsize=(1.8 * (1 + len(names)), 1.8 * len(images)),
                              squeeze=False)
@@ -93,7 +101,7 @@ def plot_anomaly_maps(images, masks, maps_by_name: dict[str, np.ndarray], titles
         show_image(axes[r, 0], images[r], masks[r], titles[r])
         for c, name in enumerate(names, start=1):
             m = maps_by_name[name][r]
-            axes[r, c].imshow(m, cmap="inferno", vmin=0, vmax=vmax or maps_by_name[name].max())
+            axes[r, c].imshow(m, cmap="inferno", vmin=0, vmax=vmax or map_vmax(maps_by_name[name]))
             axes[r, c].set_axis_off()
             if r == 0:
                 axes[r, c].set_title(name, fontsize=9)
