@@ -252,3 +252,14 @@ def test_widget_frontend_problem_names_the_bad_pairing(monkeypatch):
     monkeypatch.setattr(widgets.W, "__version__", "8.1.9")
     frontend["v"] = "3.0.17"
     assert widgets.widget_frontend_problem() is None
+
+
+def test_threshold_slider_spans_every_score_in_steps_of_the_normals_span(explorer):
+    """The slider reaches every score, and its step is 1/400 of the span from the lowest score to the
+    default t (or the highest training score): a far-out defect must not make the normals' region coarse."""
+    sl, ev = explorer.threshold, explorer.ev
+    everything = np.concatenate([explorer.scores, explorer.train_scores])
+    assert sl.min <= everything.min() and sl.max >= everything.max()
+    normal_hi = max(ev["threshold"], explorer.train_scores.max())
+    assert sl.step == pytest.approx(max(min(sl.max - sl.step - sl.min, normal_hi - sl.min) / 400, 1e-6))
+    assert sl.step <= (normal_hi - sl.min) / 400 + 1e-12

@@ -128,11 +128,16 @@ class MarginExplorer(W.VBox if W is not None else object):
 
     def _threshold_slider(self, threshold: float | None):
         """The t slider over every test and training score; default t: the run's operating point, set from
-        held-out normal images alone (threshold.py), else the highest training-normal score."""
+        held-out normal images alone (threshold.py), else the highest training-normal score.
+
+        Its step is 1/400 of the normals' span (from the lowest score to the default t or the highest
+        training score), not of the whole range: a score is in nats and a pushed defect can score
+        hundreds, which would leave the region where normals end a step or two wide."""
         lo = float(min(self.scores.min(), self.train_scores.min()))
         hi = float(max(self.scores.max(), self.train_scores.max(), self.ev.get("threshold", lo)))
         default_t = float(self.ev.get("threshold", self.train_scores.max())) if threshold is None else float(threshold)
-        step = max((hi - lo) / 400, 1e-6)
+        normal_hi = max(default_t, float(self.train_scores.max()))
+        step = max(min(hi - lo, normal_hi - lo) / 400, 1e-6)
         return self._slider(W.FloatSlider, COLUMN - 92, value=min(max(default_t, lo), hi), min=lo, max=hi + step,
                             step=step, readout_format=".4f")
 
