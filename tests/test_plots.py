@@ -114,3 +114,16 @@ def test_a_far_out_pixel_does_not_set_the_maps_colour_scale():
     assert fig.axes[1].images[0].get_clim() == (0.0, pytest.approx(map_vmax(maps)))
     assert plot_anomaly_maps(images, masks, {"model": maps}, ["a", "b"], vmax=7.0).axes[1].images[0].get_clim()[1] == 7.0
     plt.close("all")
+
+
+def test_image_scores_strip_uses_a_symlog_axis_that_keeps_every_score():
+    """Scores in nats are heavy-tailed: linear below 1 nat, logarithmic above, every point drawn."""
+    scores = np.array([0.3, 0.8, 1.2, 450.0])
+    groups = np.array([NORMAL, NORMAL, SEEN, UNSEEN])
+    ax = _ax()
+    plots.plot_image_scores(ax, scores, groups, threshold=1.0, selected=3)
+    assert ax.get_xscale() == "symlog"
+    drawn = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if len(c.get_offsets())])
+    assert sorted(set(drawn.tolist())) == sorted(set(scores.tolist()))  # the three strips and the circled one
+    lo, hi = ax.get_xlim()
+    assert lo <= 0.3 and hi >= 450.0

@@ -169,7 +169,9 @@ def fiber_histogram_traces(l_by_group: dict[str, np.ndarray], xlim: tuple[float,
 
 def plot_image_scores(ax, scores: np.ndarray, groups: np.ndarray, threshold: float,
                       selected: int | None = None) -> None:
-    """Image scores as a strip per group, the threshold t, and the selected image circled."""
+    """Image scores as a strip per group, the threshold t, and the selected image circled. The axis is
+    linear up to 1 nat and logarithmic above (symlog): a pushed defect can score hundreds of nats, and
+    on a linear axis every normal image would sit in one spot at the left."""
     rng = np.random.default_rng(0)
     for row, g in enumerate(GROUPS):
         sel = np.flatnonzero(groups == g)
@@ -182,7 +184,8 @@ def plot_image_scores(ax, scores: np.ndarray, groups: np.ndarray, threshold: flo
     ax.axvspan(threshold, max(scores.max(), threshold) * 1.02 + 1e-9, color=COLORS["threshold"], alpha=0.08)
     ax.set_yticks([0, 1, 2], list(GROUPS))
     ax.set_ylim(-0.5, 2.5)
-    ax.set_xlabel("image score = max of the anomaly map (≥ t: flagged)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("image score: mean of the map's top 1 %, nats (≥ t: flagged)")
 
 
 def _outline(ax, region: np.ndarray, color: str) -> None:
