@@ -128,11 +128,8 @@ class MarginExplorer(W.VBox if W is not None else object):
 
     def _threshold_slider(self, threshold: float | None):
         """The t slider over every test and training score; default t: the run's operating point, set from
-        held-out normal images alone (threshold.py), else the highest training-normal score.
-
-        Its step is 1/400 of the normals' span (from the lowest score to the default t or the highest
-        training score), not of the whole range: a score is in nats and a pushed defect can score
-        hundreds, which would leave the region where normals end a step or two wide."""
+        held-out normal images alone (threshold.py), else the highest training-normal score. Its step is 1/400
+        of the normals' span, not of the whole range: a pushed defect can score hundreds of nats."""
         lo = float(min(self.scores.min(), self.train_scores.min()))
         hi = float(max(self.scores.max(), self.train_scores.max(), self.ev.get("threshold", lo)))
         default_t = float(self.ev.get("threshold", self.train_scores.max())) if threshold is None else float(threshold)
