@@ -126,4 +126,7 @@ def test_image_scores_strip_uses_a_symlog_axis_that_keeps_every_score():
     drawn = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if len(c.get_offsets())])
     assert sorted(set(drawn.tolist())) == sorted(set(scores.tolist()))  # the three strips and the circled one
     lo, hi = ax.get_xlim()
-    assert lo <= 0.3 and hi >= 450.0
+    assert lo == 0.0 and hi >= 450.0  # from 0 nats: no padding below it
+    ax = _ax()
+    plots.plot_image_scores(ax, np.array([-2.0, 0.5, 3.0]), np.array([NORMAL, SEEN, UNSEEN]), threshold=1.0)
+    assert ax.get_xlim()[0] == -2.0  # a score below the training mean is still shown

@@ -303,7 +303,7 @@ class MarginExplorer(W.VBox if W is not None else object):
             ax.axvline(self.train_scores.max(), color="gray", ls=":", lw=1)
             ax.set_title(f"test images: t = {t:.3f} flags {r['flagged_normal']} normal, "
                          f"{r['flagged_seen'] + r['flagged_unseen']} anomalous")
-            ax.set_xlabel("image score = max of its anomaly map (dotted: highest training normal)")
+            ax.set_xlabel("image score: mean of the map's top 1 %, nats (dotted: highest training normal)")
 
         self._show("scores", self.score_image, draw)
 

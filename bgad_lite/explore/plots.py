@@ -185,6 +185,7 @@ def plot_image_scores(ax, scores: np.ndarray, groups: np.ndarray, threshold: flo
     ax.set_yticks([0, 1, 2], list(GROUPS))
     ax.set_ylim(-0.5, 2.5)
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=min(0.0, float(scores.min())))  # symlog pads below 0, where no score lies
     ax.set_xlabel("image score: mean of the map's top 1 %, nats (≥ t: flagged)")
 
 
