@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.accuracy import (_all_met, accuracy_target, bsdata_target, check_text, compare,
-                                 render_accuracy)
+from benchmarks.accuracy import _all_met, compare, rates_summary, render_accuracy
 from benchmarks.aupro_bench import aupro_official_style, make_blob_case
 from benchmarks.common import fmt_mean_std, mean_std, write_json
 from bgad_lite.explore.tables import markdown_table
@@ -152,77 +151,122 @@ def _texture_data():
             "errors": [], "machine": MACHINE}
 
 
-def _verdicts(scope):
-    return [c["met"] for c in scope["checks"]]
-
-
-def test_texture_targets_on_hand_data():
-    t = accuracy_target(_texture_data())
-    scopes = {sc["scope"]: sc for sc in t["scopes"]}
-    assert list(scopes) == ["grass", "gravel", "brick", "mean of grass and gravel"]
-    # order: +0.05 on all, +0.08 on seen, ≥ on unseen, naive_push below bgad on unseen, unsupervised ≥ gaussian
-    assert _verdicts(scopes["grass"]) == [True, True, True, True, True] and scopes["grass"]["met"] is True
-    assert _verdicts(scopes["gravel"]) == [False, False, False, False, False]
-    g = scopes["grass"]["checks"][0]
-    assert g["diff"] == pytest.approx(0.06) and g["diff_std"] == pytest.approx(0.0, abs=1e-12)
-    assert g["a_values"] == pytest.approx([0.86, 0.88, 0.90]) and g["seeds"] == [0, 1, 2]
-    # equal on unseen is not "below": naive_push must be strictly lower
-    assert scopes["gravel"]["checks"][3]["diff"] == pytest.approx(0.0, abs=1e-12)
-    # the mean of grass and gravel: +0.05 and +0.08 exactly (met despite float rounding), unseen 0.00 (met),
-    # naive_push +0.015 below (met), unsupervised − gaussian = (0.01 − 0.04) / 2 = −0.015 (missed)
-    m = scopes["mean of grass and gravel"]
-    assert [c["diff"] for c in m["checks"]] == pytest.approx([0.05, 0.08, 0.0, 0.015, -0.015], abs=1e-12)
-    assert _verdicts(m) == [True, True, True, True, False] and m["met"] is False
-    # brick: no room above 1.0 — missed, and flagged as unreachable
-    b = scopes["brick"]["checks"]
-    assert _verdicts(scopes["brick"]) == [False, False, True, False, True]
-    assert b[0]["ceiling"] and b[1]["ceiling"]
-    assert t["met"] is False
-    # rates: grass 95 / 92 % (level 2 has no labelled fibers: skipped) -> met;
-    # gravel level 1 at 85 % on the mean of 80 / 85 / 90 -> missed there only
-    r = {x["dataset"]: x for x in t["rates"]}
-    assert r["grass"]["met"] is True and r["grass"]["missed_levels"] == []
-    assert r["grass"]["levels"][2]["variants"]["bgad"]["labelled_below_b_a"] is None
-    assert r["gravel"]["met"] is False and r["gravel"]["missed_levels"] == [1]
-    assert r["gravel"]["levels"][1]["variants"]["bgad"]["labelled_below_b_a"] == pytest.approx(0.85)
-    assert r["brick"]["met"] is True and t["rates_met"] is False
-
-
-def test_accuracy_table_shows_gaussian_and_the_verdicts():
+def test_accuracy_table_shows_gaussian_the_gaps_and_the_rates():
     data = _texture_data()
     md = render_accuracy(data)
     assert "| grass | gaussian | 0.810 ± 0.020 | 0.710 ± 0.020 | 0.850 ± 0.000 |" in md
     assert "| grass | bgad | 0.880 ± 0.020 |" in md
     assert "| grass | naive_push | 0.850 ± 0.000 | 0.850 ± 0.000 | 0.880 ± 0.000 |" in md
     assert "| texture | variant | crack | hole |" in md  # the per-type table
-    assert ("bgad ≥ unsupervised + 0.05 image AUROC on *all*: bgad 0.880 ± 0.020, unsupervised 0.820 ± 0.020; "
-            "difference +0.060 ± 0.000 (3 seeds: 0, 1, 2) → **met**") in md
-    assert "unsupervised ≥ gaussian image AUROC on *all*: unsupervised 0.860 ± 0.000, gaussian 0.900 ± 0.000; " \
-           "difference -0.040 ± 0.000 (3 seeds: 0, 1, 2) → **missed**" in md
-    assert "(unreachable: unsupervised is already at 1.000)" in md
+    # the gaps, bgad − unsupervised, without a verdict: grass +0.06 / +0.09 / +0.01, gravel +0.04 / +0.07 / −0.01
+    assert "| grass | +0.060 ± 0.000 | +0.090 ± 0.000 | +0.010 ± 0.000 | +0.000 ± 0.000 |" in md
+    assert "| gravel | +0.040 ± 0.000 | +0.070 ± 0.000 | -0.010 ± 0.000 | +0.000 ± 0.000 |" in md
+    gaps = md.split("**What the labels add**")[1].split("**After phase 2")[0]
+    assert "Reported, not a target" in gaps and "met" not in gaps
     # rates table: gravel level 1, bgad 85 ± 5 %; grass level 2 has no labelled fibers
     assert "| gravel | 1 | 40 | 2.0 of 10 | 50 ± 0 % | 85 ± 5 % | 90 ± 0 % | 50 ± 0 % | 99 ± 0 % |" in md
     assert "| grass | 2 | 0 | 10.0 of 10 | – | – | – |" in md
     assert "- gravel: bgad level 0 95 %, level 1 85 %, level 2 91 % → **missed** (below 90 % at level 1)" in md
 
 
-def test_bsdata_target_pairs_seeds_and_reports_missing_variants():
-    runs = [_fake_run("bsdata", 0, "unsupervised", 0.92, 0.92, 0.92, [0.4], aupro=0.80),
-            _fake_run("bsdata", 0, "bgad", 0.96, 0.96, 0.96, [0.95], aupro=0.83),
-            _fake_run("bsdata", 0, "gaussian", 0.97, 0.97, 0.97, aupro=0.85),
-            _fake_run("bsdata", 1, "unsupervised", 0.90, 0.90, 0.90, [0.4], aupro=0.80),
-            _fake_run("bsdata", 1, "bgad", 0.94, 0.94, 0.94, [0.97], aupro=0.87)]
-    t = bsdata_target({"runs": runs})
-    auroc, aupro_, gauss = t["checks"]
-    assert auroc["seeds"] == [0, 1] and auroc["diff"] == pytest.approx(0.04) and auroc["met"]  # ≥ +0.03
-    assert aupro_["diff"] == pytest.approx(0.05) and aupro_["met"]  # (0.03 + 0.07) / 2 = 0.05 ≥ 0.05
-    assert aupro_["diff_std"] == pytest.approx(0.04 / 2 ** 0.5)
-    assert gauss["seeds"] == [0] and gauss["diff"] == pytest.approx(-0.01) and gauss["met"] is False
-    assert t["met"] is False and t["rates_met"] is True
-    # without gaussian at all: that check is not measured, the others still decide
-    t = bsdata_target({"runs": [r for r in runs if r["variant"] != "gaussian"]})
-    assert t["checks"][2]["met"] is None and t["met"] is None
-    assert "not measured" in check_text(t["checks"][2])
+def test_rates_summary_on_hand_data():
+    runs = _texture_data()["runs"]
+    r = {t: rates_summary(runs, t) for t in ("grass", "gravel", "brick")}
+    # grass 95 / 92 % (level 2 has no labelled fibers: skipped) -> met; gravel level 1 at 85 % -> missed there only
+    assert r["grass"]["met"] is True and r["grass"]["missed_levels"] == []
+    assert r["grass"]["levels"][2]["variants"]["bgad"]["labelled_below_b_a"] is None
+    assert r["gravel"]["met"] is False and r["gravel"]["missed_levels"] == [1]
+    assert r["gravel"]["levels"][1]["variants"]["bgad"]["labelled_below_b_a"] == pytest.approx(0.85)
+    assert r["brick"]["met"] is True
+
+
+def _target_run(ds, seed, variant, all_, seen=None, unseen=None, pixel=0.9, aupro=0.8, op=True):
+    m = {"all": {"image_auroc": all_, "pixel_auroc": pixel, "aupro": aupro}}
+    if seen is not None:
+        m["seen"] = {"image_auroc": seen, "pixel_auroc": pixel, "aupro": aupro}
+    if unseen is not None:
+        m["unseen"] = {"image_auroc": unseen, "pixel_auroc": pixel, "aupro": aupro}
+    if op:
+        m["operating_point"] = {"from": "held-out normals", "threshold": 1.0}
+    return {"dataset": ds, "seed": seed, "variant": variant, "metrics": m}
+
+
+def _targets_case():
+    """Three seeds. grass: bgad all 0.86 / 0.87 / 0.88, PatchCore exactly 0.03 below (met despite float
+    rounding); gravel: PatchCore 0.02 below (missed). bsdata: bgad 0.96, gaussian 0.95 (+0.01, met),
+    unsupervised 0.94 (below the Gaussian: missed); the peers below bgad on every metric but PaDiM's
+    AUPRO (0.85 against 0.80: missed)."""
+    acc, bs, peers = [], [], []
+    for s in range(3):
+        acc += [_target_run("grass", s, "bgad", 0.86 + 0.01 * s, 0.90, 0.82 + 0.02 * s),
+                _target_run("grass", s, "unsupervised", 0.80, 0.85, 0.78),
+                _target_run("grass", s, "gaussian", 0.72, 0.78, 0.68),
+                _target_run("grass", s, "naive_push", 0.82, 0.88, 0.80),
+                _target_run("gravel", s, "bgad", 0.85, 0.95, 0.76 + 0.01 * s),
+                _target_run("gravel", s, "unsupervised", 0.80, 0.85, 0.78),
+                _target_run("gravel", s, "gaussian", 0.75, 0.81, 0.70),
+                _target_run("gravel", s, "naive_push", 0.76, 0.81, 0.74, op=s != 2)]
+        bs += [_target_run("bsdata", s, "bgad", 0.96, 0.96, pixel=0.99, aupro=0.80),
+               _target_run("bsdata", s, "unsupervised", 0.94, 0.94),
+               _target_run("bsdata", s, "gaussian", 0.95, 0.95)]
+        peers += [{"dataset": "grass", "seed": s, "peers": {"patchcore": {"metrics": _peer_metrics(
+                      0.83 + 0.01 * s, 0.9, 0.8)}}},
+                  {"dataset": "gravel", "seed": s, "peers": {"patchcore": {"metrics": _peer_metrics(0.83, 0.9, 0.8)}}},
+                  {"dataset": "bsdata", "seed": s, "peers": {
+                      "padim": {"metrics": {"all": {"image_auroc": 0.94, "pixel_auroc": 0.98, "aupro": 0.85}}},
+                      "patchcore": {"metrics": {"all": {"image_auroc": 0.95, "pixel_auroc": 0.97, "aupro": 0.70}}}}}]
+    return acc, bs, {"runs": peers}
+
+
+def test_targets_judge_bgads_own_accuracy_on_hand_data():
+    from benchmarks import targets
+
+    acc, bs, peers = _targets_case()
+    g = targets.groups(acc, bs, targets.peer_runs(peers))
+    titles = [x["title"] for x in g]
+    assert titles[0] == "bsdata: bgad ≥ gaussian + 0.01 image AUROC"
+    assert g[0]["met"] is True and g[0]["checks"][0]["diff"] == pytest.approx(0.01)
+    # the peers on bsdata: only PaDiM's AUPRO is above bgad's
+    assert [c["met"] for c in g[1]["checks"]] == [True, True, False, True, True, True] and g[1]["met"] is False
+    assert g[1]["checks"][2]["diff"] == pytest.approx(-0.05)
+    # PatchCore + 0.03: grass exactly at the margin (met), gravel 0.02 above (missed)
+    assert titles[2] == "grass and gravel: bgad ≥ PatchCore + 0.03 image AUROC"
+    assert [c["met"] for c in g[2]["checks"]] == [True, False]
+    assert [c["diff"] for c in g[2]["checks"]] == pytest.approx([0.03, 0.02])
+    # the unsupervised flow against the Gaussian: grass, gravel, bsdata (−0.01: missed)
+    assert [c["label"] for c in g[3]["checks"]] == ["grass", "gravel", "bsdata"]
+    assert [c["met"] for c in g[3]["checks"]] == [True, True, False]
+    # not below 2026-12-04's figures by more than one std: grass unseen 0.84 ± 0.02 against 0.839 (met);
+    # gravel unseen 0.77 ± 0.01 against 0.798 − 0.01 (missed); gravel all 0.85 ± 0 against 0.854 (missed)
+    ref = {(c["dataset"], c["subset"]): c for c in g[4]["checks"]}
+    assert ref[("grass", "unseen")]["mean"] == pytest.approx(0.84) and ref[("grass", "unseen")]["met"] is True
+    assert ref[("gravel", "unseen")]["std"] == pytest.approx(0.01) and ref[("gravel", "unseen")]["met"] is False
+    assert ref[("gravel", "all")]["met"] is False and ref[("grass", "all")]["met"] is True
+    # naive push on the mean of the textures' unseen: bgad (0.84 + 0.77) / 2 against (0.80 + 0.74) / 2
+    assert g[5]["checks"][0]["diff"] == pytest.approx(0.035) and g[5]["met"] is True
+    # bgad against unsupervised on unseen: grass +0.06, gravel −0.01
+    assert [c["met"] for c in g[6]["checks"]] == [True, False]
+    # one gravel naive_push run has no operating point: named
+    op = g[7]["checks"][0]
+    assert op["met"] is False and op["missing"] == ["gravel 2 naive_push"] and op["n_runs"] == 33
+    lines = targets.render(g)
+    assert "  - grass *unseen* ≥ 0.839 − std: bgad 0.840 ± 0.020 (change +0.001) → **met**" in lines
+    assert "  - 32 of 33 runs → **missed** (without: gravel 2 naive_push)" in lines
+    assert ("  - AUPRO, padim: bgad 0.800 ± 0.000, padim 0.850 ± 0.000; difference -0.050 ± 0.000 "
+            "(3 seeds: 0, 1, 2) → **missed**") in lines
+
+
+def test_targets_leave_out_what_was_not_measured():
+    from benchmarks import targets
+
+    acc, _, _ = _targets_case()
+    titles = [g["title"] for g in targets.groups(acc, [], [])]
+    assert not any("bsdata" in t or "PatchCore" in t for t in titles)  # no bsdata, no peers: no such groups
+    # gaussian missing on gravel: that check is "not measured" and the group's verdict is open
+    g = targets.groups([r for r in acc if not (r["dataset"] == "gravel" and r["variant"] == "gaussian")], [], [])
+    uns = next(x for x in g if x["title"].startswith("the unsupervised flow"))
+    assert [c["met"] for c in uns["checks"]] == [True, None] and uns["met"] is None
+    assert "gravel: not measured" in "\n".join(targets.render(g))
 
 
 def test_compare_on_missing_data_and_the_combined_verdict():
@@ -232,21 +276,19 @@ def test_compare_on_missing_data_and_the_combined_verdict():
     assert _all_met([{"met": True}, {"met": True}]) is True
 
 
-def test_results_md_lists_the_targets_by_what_they_measure(tmp_path):
-    data = _texture_data()
-    data["target"] = accuracy_target(data)
-    data["mode"] = "full"
-    write_json(tmp_path / "accuracy.json", data)
-    md = write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy"])
-    assert "## Targets\n" in md and "issue" not in md.lower().split("## accuracy")[0]
-    # the line says what is compared, once; each scope gives its verdict and what it missed
-    assert ("- What the labels add on the embedded textures: bgad ≥ unsupervised + 0.05 image AUROC on *all*; "
-            "bgad ≥ unsupervised + 0.08 image AUROC on *seen*; bgad ≥ unsupervised image AUROC on *unseen*; "
-            "naive_push below bgad, image AUROC on *unseen*; unsupervised ≥ gaussian image AUROC on *all*.") in md
-    assert "  - grass: **met**\n" in md
-    assert "  - mean of grass and gravel: **missed** (missed: unsupervised ≥ gaussian image AUROC on *all*)" in md
-    assert ("- Labelled-anomaly fibers ≥ 90 % below b_a after phase 2, at every level (embedded textures): **missed**; "
-            "grass **met**; gravel **missed**; brick **met**") in md
+def test_results_md_lists_the_targets_with_their_figures(tmp_path):
+    acc, bs, peers = _targets_case()
+    write_json(tmp_path / "accuracy.json", {"textures": ["grass", "gravel"], "runs": acc, "mode": "full"})
+    write_json(tmp_path / "bsdata.json", {"runs": bs, "mode": "full"})
+    write_json(tmp_path / "peers.json", peers)
+    md = write_results_md(tmp_path, tmp_path / "RESULTS.md", [])
+    top = md.split("## Targets\n")[1]
+    assert "issue" not in top.lower()
+    assert "- grass and gravel: bgad ≥ PatchCore + 0.03 image AUROC: **missed**\n" in top
+    assert ("  - gravel: bgad 0.850 ± 0.000, patchcore 0.830 ± 0.000; difference +0.020 ± 0.000 (3 seeds: 0, 1, 2) "
+            "→ **missed**") in top
+    assert "- bsdata: bgad ≥ gaussian + 0.01 image AUROC: **met**" in top
+    assert "bgad ≥ unsupervised + 0.05" not in md  # the gaps are no longer targets
 
 
 def test_job_keys_deduplicate_equal_jobs():
@@ -496,7 +538,6 @@ def test_a_section_measured_at_other_defaults_says_so(tmp_path):
     assert stale_defaults({"defaults": {**centre, "beta": 0.5}}) == [f"beta 0.5 (now {now['beta']})"]
 
     data = _texture_data()
-    data["target"] = accuracy_target(data)
     data["defaults"] = old
     write_json(tmp_path / "accuracy.json", data)
     md = write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy"])
