@@ -178,7 +178,8 @@ def _ours(section: dict | None, datasets) -> dict:
     for r in (section or {}).get("runs") or []:
         if r["dataset"] in datasets and r["variant"] in OURS:
             out.setdefault(r["dataset"], {}).setdefault(r["variant"], []).append(
-                {"seed": r["seed"], "metrics": r["metrics"], "fit_s": r.get("fit_s")})
+                {"seed": r["seed"], "metrics": r["metrics"], "fit_s": r.get("fit_s"),
+                 "seen_types": (r.get("data") or {}).get("seen_types")})
     return out
 
 
@@ -258,6 +259,30 @@ def render_peers(data: dict) -> str:
                          _cell(mets, "all", "aupro"), fmt_num(sum(fit) / len(fit), 0) if fit else "–"])
             label = ""
     lines.append(markdown_table(rows, headers))
+    lines += _per_type_table(data)
     for e in data.get("errors", []):
         lines += ["", f"Error on {e['dataset']} seed {e['seed']}: {e['error']}"]
     return "\n".join(lines)
+
+
+def _per_type_table(data: dict) -> list[str]:
+    """Image AUROC per defect type (normal test images + that type) of the peers and of bgad-lite's rows,
+    one table per data set with more than one type: where a peer leads, and on which kind of defect. A
+    type bgad learnt from (its labelled anomalies) is marked *seen*."""
+    out = []
+    for ds in sorted({r["dataset"] for r in data["runs"]}):
+        runs = [r for r in data["runs"] if r["dataset"] == ds]
+        seeds = {r["seed"] for r in runs}
+        ours = {v: [m for m in data["ours"].get(ds, {}).get(v, []) if m["seed"] in seeds] for v in OURS}
+        entries = [(f"{p} (anomalib)", [r["peers"][p]["metrics"] for r in runs]) for p in PEERS]
+        entries += [(f"{v} (bgad-lite)", [m["metrics"] for m in ms]) for v, ms in ours.items() if ms]
+        types = sorted({t for _, mets in entries for m in mets for t in m.get("per_type", {})})
+        if len(types) < 2:
+            continue
+        seen = {t for ms in ours.values() for m in ms for t in (m.get("seen_types") or [])}
+        rows = [[name] + [fmt_mean_std([m["per_type"][t]["image_auroc"] for m in mets if t in m.get("per_type", {})])
+                          for t in types] for name, mets in entries]
+        out += ["", f"**{ds}: image AUROC per defect type** (normal test images + that type; seeds "
+                f"{', '.join(map(str, sorted(seeds)))})", "",
+                markdown_table(rows, ["model"] + [t + (" (seen)" if t in seen else "") for t in types])]
+    return out

@@ -465,6 +465,29 @@ def test_peers_table_pairs_the_peers_with_bgad_lites_runs_of_the_same_seeds():
     assert render_peers({"absent": "anomalib is not installed"}) == "Not measured: anomalib is not installed."
 
 
+def test_peers_per_type_table_marks_the_seen_types_and_averages_the_same_seeds():
+    from benchmarks.peers import render_peers
+
+    def mets(a, per):
+        return {"all": {"image_auroc": a, "pixel_auroc": 0.9, "aupro": 0.7},
+                "per_type": {t: {"image_auroc": v, "aupro": 0.5} for t, v in per.items()}}
+
+    runs = [{"dataset": "grass", "seed": s, "anomalib": "2.7.0", "image_hw": [128, 128], "prepare_s": 1.0,
+             "peers": {"padim": {"metrics": mets(0.7, {"hole": 0.8, "pit": 0.5 + 0.1 * s}), "fit_s": 1.0},
+                       "patchcore": {"metrics": mets(0.8, {"hole": 0.9, "pit": 0.7}), "fit_s": 1.0}}}
+            for s in (0, 1)]
+    ours = {"grass": {"bgad": [{"seed": s, "metrics": mets(0.85, {"hole": 0.95, "pit": x}), "fit_s": 5.0,
+                                "seen_types": ["hole"]} for s, x in ((0, 0.6), (1, 0.64), (2, 0.1))]}}
+    machine = {"date": "2026-11-30T15:00:00", "processor": "x86_64", "cpu_model": "cpu", "cpu_count": 2,
+               "python": "3.11", "torch": "2.14.1", "omp_wait_policy": "PASSIVE", "torch_threads": "1"}
+    text = render_peers({"machine": machine, "anomalib": "2.7.0", "runs": runs, "ours": ours, "errors": []})
+    table = text.split("**grass: image AUROC per defect type**")[1]
+    assert "| model | hole (seen) | pit |" in table
+    assert "| padim (anomalib) | 0.800 ± 0.000 | 0.550 ± 0.071 |" in table
+    # bgad-lite's seed 2 is not among the peers' seeds: (0.60 + 0.64) / 2
+    assert "| bgad (bgad-lite) | 0.950 ± 0.000 | 0.620 ± 0.028 |" in table
+
+
 def test_peers_run_padim_and_patchcore_on_the_library_data_when_anomalib_is_installed(tiny_root, tmp_path):
     """Where anomalib is installed: both peers fit the tiny set and give a map per test image at the
     input shape and metrics in the library's format."""
