@@ -20,8 +20,9 @@ OVER_GAUSSIAN = 0.01  # bsdata: bgad ≥ gaussian + 0.01 image AUROC
 OVER_PATCHCORE = 0.03  # grass and gravel: bgad ≥ PatchCore + 0.03 image AUROC
 PATCHCORE_TEXTURES = ("grass", "gravel")
 PEER_METRICS = ("image_auroc", "pixel_auroc", "aupro")
-#: bgad's image AUROC (all / seen / unseen, seeds 0–2) when these targets were set, 2026-12-04:
-#: a change may not lower any of them by more than one std (bgad's, over the seeds)
+#: bgad's image AUROC (all / seen / unseen, seeds 0–2) when these targets were set, 2026-12-04, with every
+#: normal training image in the fit (the hold-out for the threshold came later that day and cost grass
+#: 0.016, docs/design.md): a change may not lower any of them by more than one std (bgad's, over the seeds)
 REFERENCE_DATE = "2026-12-04"
 REFERENCE = {"grass": {"all": 0.864, "seen": 0.903, "unseen": 0.839},
              "gravel": {"all": 0.854, "seen": 0.943, "unseen": 0.798},
@@ -89,8 +90,8 @@ def groups(acc_runs: list[dict], bs_runs: list[dict], peers: list[dict]) -> list
     add("the unsupervised flow ≥ gaussian, image AUROC on *all*, on every data set",
         [_on(d, compare(runs, [d], "unsupervised", "gaussian", "all", "image_auroc"))
          for d in textures + (["bsdata"] if has_bs else [])])
-    add(f"textures: bgad's image AUROC on all / seen / unseen not below its {REFERENCE_DATE} figures by more "
-        "than one std", [not_below(acc_runs, t, s, REFERENCE[t][s]) for t in textures for s in REFERENCE[t]])
+    add(f"textures: bgad's image AUROC on all / seen / unseen not below its {REFERENCE_DATE} figures (fitted on "
+        "every normal, before 20 % were held out for the threshold) by more than one std", [not_below(acc_runs, t, s, REFERENCE[t][s]) for t in textures for s in REFERENCE[t]])
     if len(textures) > 1:
         add(f"mean of {', '.join(textures)}: bgad ≥ naive_push, image AUROC on *unseen*",
             [_on("mean", compare(runs, textures, "bgad", "naive_push", "unseen", "image_auroc"))])
