@@ -143,9 +143,6 @@ def _fit_peer(name: str, prep, backbone):
 
 def measure_peers(dataset: str, seed: int, overrides: dict, cache_dir: str) -> dict:
     """PaDiM and PatchCore on one (data set, seed), prepared as the accuracy jobs prepare it."""
-
-
-
     version = anomalib_version()
     if version is None:
         return {"absent": "anomalib is not installed (pip install anomalib==2.7.0)"}
