@@ -88,8 +88,9 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def verdict(met: bool) -> str:
-    return "**met**" if met else "**missed**"
+def verdict(met: bool | None) -> str:
+    """``**met**``, ``**missed**``, or ``not measured`` (None)."""
+    return "not measured" if met is None else "**met**" if met else "**missed**"
 
 
 # ---------------------------------------------------------------------------

@@ -243,13 +243,7 @@ def render_peers(data: dict) -> str:
         runs = [r for r in data["runs"] if r["dataset"] == ds]
         seeds = sorted(r["seed"] for r in runs)
         label = f"{ds} ({runs[0]['image_hw'][0]} × {runs[0]['image_hw'][1]}, seeds {', '.join(map(str, seeds))})"
-        entries = [(f"{p} (anomalib)", [r["peers"][p]["metrics"] for r in runs],
-                    [r["peers"][p]["fit_s"] for r in runs]) for p in PEERS]
-        for v in OURS:
-            mine = [m for m in data["ours"].get(ds, {}).get(v, []) if m["seed"] in seeds]
-            if mine:
-                entries.append((f"{v} (bgad-lite)", [m["metrics"] for m in mine], [m["fit_s"] for m in mine]))
-        for name, mets, fits in entries:
+        for name, mets, fits, _ in _entries(data, ds):
             fit = [f for f in fits if f is not None]
             rows.append([label, name, _cell(mets, "all", "image_auroc"), _cell(mets, "seen", "image_auroc"),
                          _cell(mets, "unseen", "image_auroc"), _cell(mets, "all", "pixel_auroc"),
@@ -262,24 +256,36 @@ def render_peers(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _entries(data: dict, ds: str) -> list[tuple[str, list, list, set]]:
+    """The models of ``ds`` side by side: (name, metrics per seed, fit s per seed, the types bgad learnt
+    from), the peers first, then bgad-lite's rows of the peers' seeds."""
+    runs = [r for r in data["runs"] if r["dataset"] == ds]
+    seeds = {r["seed"] for r in runs}
+    out = [(f"{p} (anomalib)", [r["peers"][p]["metrics"] for r in runs], [r["peers"][p]["fit_s"] for r in runs], set())
+           for p in PEERS]
+    for v in OURS:
+        mine = [m for m in data["ours"].get(ds, {}).get(v, []) if m["seed"] in seeds]
+        if mine:
+            out.append((f"{v} (bgad-lite)", [m["metrics"] for m in mine], [m["fit_s"] for m in mine],
+                        {t for m in mine for t in (m.get("seen_types") or [])}))
+    return out
+
+
 def _per_type_table(data: dict) -> list[str]:
     """Image AUROC per defect type (normal test images + that type) of the peers and of bgad-lite's rows,
     one table per data set with more than one type: where a peer leads, and on which kind of defect. A
     type bgad learnt from (its labelled anomalies) is marked *seen*."""
     out = []
     for ds in sorted({r["dataset"] for r in data["runs"]}):
-        runs = [r for r in data["runs"] if r["dataset"] == ds]
-        seeds = {r["seed"] for r in runs}
-        ours = {v: [m for m in data["ours"].get(ds, {}).get(v, []) if m["seed"] in seeds] for v in OURS}
-        entries = [(f"{p} (anomalib)", [r["peers"][p]["metrics"] for r in runs]) for p in PEERS]
-        entries += [(f"{v} (bgad-lite)", [m["metrics"] for m in ms]) for v, ms in ours.items() if ms]
-        types = sorted({t for _, mets in entries for m in mets for t in m.get("per_type", {})})
+        entries = _entries(data, ds)
+        types = sorted({t for _, mets, _, _ in entries for m in mets for t in m.get("per_type", {})})
         if len(types) < 2:
             continue
-        seen = {t for ms in ours.values() for m in ms for t in (m.get("seen_types") or [])}
+        seen = set().union(*(e[3] for e in entries))
         rows = [[name] + [fmt_mean_std([m["per_type"][t]["image_auroc"] for m in mets if t in m.get("per_type", {})])
-                          for t in types] for name, mets in entries]
+                          for t in types] for name, mets, _, _ in entries]
+        seeds = sorted({r["seed"] for r in data["runs"] if r["dataset"] == ds})
         out += ["", f"**{ds}: image AUROC per defect type** (normal test images + that type; seeds "
-                f"{', '.join(map(str, sorted(seeds)))})", "",
+                f"{', '.join(map(str, seeds))})", "",
                 markdown_table(rows, ["model"] + [t + (" (seen)" if t in seen else "") for t in types])]
     return out

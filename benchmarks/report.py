@@ -107,8 +107,7 @@ def write_results_md(out_dir: Path, md_path: Path, order) -> str:
 
 def _rates_line(where: str, met, per: list[dict] | None = None) -> str:
     return (f"- Labelled-anomaly fibers ≥ {100 * accuracy.RATE_TARGET:.0f} % below b_a after phase 2, at every level "
-            f"({where}): {'not measured' if met is None else verdict(met)}"
-            + "".join(f"; {r['dataset']} {'not measured' if r['met'] is None else verdict(r['met'])}" for r in per or []))
+            f"({where}): {verdict(met)}" + "".join(f"; {r['dataset']} {verdict(r['met'])}" for r in per or []))
 
 
 def targets_summary(out_dir: Path) -> list[str]:

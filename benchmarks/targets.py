@@ -124,6 +124,6 @@ def render(gs: list[dict]) -> list[str]:
     """Markdown lines: one per group with its verdict, one per check below it."""
     lines = []
     for g in gs:
-        lines.append(f"- {g['title']}: {'not measured' if g['met'] is None else verdict(g['met'])}")
+        lines.append(f"- {g['title']}: {verdict(g['met'])}")
         lines += [f"  - {text(c)}" for c in g["checks"]]
     return lines
