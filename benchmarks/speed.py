@@ -340,7 +340,7 @@ def render_speed(data: dict) -> str:
                 "`getrusage(RUSAGE_CHILDREN)` of a wrapper whose only child it is — the largest resident set of "
                 "that process or of any process it started (the phase-2 worker processes included), not the sum "
                 "of processes running at the same time; CPU time is summed over all of them. The command trains "
-                "its phase-2 flow variants in parallel single-thread processes (`pipeline.fit_variants`)"
+                "its phase-2 flow variants, level by level, in parallel single-thread processes (`pipeline.fit_variants`)"
                 + (". It ran alone: no other benchmark job was in flight meanwhile." if e.get("alone") else
                    ", and the other benchmark worker ran its own job meanwhile, so the two shared the cores."), ""]
         if "error" in e:
@@ -371,12 +371,12 @@ def render_speed(data: dict) -> str:
                                   "meanwhile."))
                 share = f"{100 * p2 / max(t.get('total', 1), 1):.0f}% of the run, after {t.get('phase1', 0):.0f} s of phase 1"
                 if "phase2" in t:  # `pipeline.run` today: one `phase2` timing for all flow variants
-                    out.append(f"Where the time goes: phase 2 trains the {n_flow} flow variants in {workers} parallel "
-                               f"single-thread process{'es' if workers > 1 else ''} (at most one per core), so its "
-                               f"wall time is that of {-(-n_flow // workers)} variant(s) trained one after another: "
+                    out.append(f"Where the time goes: phase 2 trains the {n_flow} flow variants' levels in {workers} "
+                               f"parallel single-thread process{'es' if workers > 1 else ''} (at most one per core), "
+                               f"about {n_flow} / {workers} variants' work per core: "
                                f"{p2:.0f} s, {share}; process start-up, imports, the evaluations and figures make "
                                "up the rest of the wall time. The levers left are fewer or cheaper phase-2 epochs, "
-                               "and a machine with a core per variant.")
+                               "and more cores.")
                 else:  # results of an older command, which trained the variants one after another
                     out.append(f"Where the time goes: this run's command trained the phase-2 variants one after "
                                f"another on one thread: {p2:.0f} s together, {share}; process start-up, imports "

@@ -154,11 +154,13 @@ def fit_phase1_cached(prep: Prepared, cfg: BGADConfig | None = None, progress: b
 
 
 def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: BGADConfig | None = None,
-                progress: bool = True, on_epoch_end=None):
+                progress: bool = True, on_epoch_end=None, train_levels: set[int] | None = None):
     """Phase 2 from a copy of the phase-1 flows -> (flows, history, fixed boundaries or None).
 
     With ``boundary="fixed"``, bgad's (b_n, b_a) per level come from the phase-1 flows' logp of
     the normal training images (:func:`~bgad_lite.boundary.boundaries_from_normals`) and stay.
+    ``train_levels``: train only these levels' flows, with the numbers of a run that trains them all
+    (``train.train_flows``), so that :func:`fit_variants` can spread the levels over processes.
     """
     cfg = cfg or prep.cfg
     flows = copy.deepcopy(phase1_flows)
@@ -171,7 +173,7 @@ def fit_variant(prep: Prepared, phase1_flows: nn.ModuleList, variant: str, cfg: 
         history = train_flows(flows, prep.phase2_levels(cfg.cond_dim), variant, cfg.epochs_phase2, cfg.lr_phase2,
                               cfg.seed, cfg.device, cfg.beta, cfg.tau, cfg.normalizer, cfg.bgspp_lambda,
                               cfg.focal_weighting, fixed_boundaries=boundaries, on_epoch_end=on_epoch_end,
-                              progress=progress, desc=f"phase 2 {variant}")
+                              progress=progress, desc=f"phase 2 {variant}", train_levels=train_levels)
     return flows, history, boundaries
 
 
@@ -207,10 +209,11 @@ def _forked(worker, items: list, shared: tuple, desc: str, progress: bool, proce
         _SHARED = None
 
 
-def _fit_variant_worker(variant: str):
+def _fit_variant_worker(item: tuple[str, int]):
     prep, phase1_flows, cfg = _SHARED
-    flows, history, boundaries = fit_variant(prep, phase1_flows, variant, cfg, progress=False)
-    return variant, flows.state_dict(), history, boundaries
+    variant, j = item
+    flows, history, boundaries = fit_variant(prep, phase1_flows, variant, cfg, progress=False, train_levels={j})
+    return variant, j, flows[j].state_dict(), history, boundaries
 
 
 def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGADConfig | None = None,
@@ -218,21 +221,29 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     """:func:`fit_variant` for each of ``variants`` -> {variant: (flows, history, boundaries)}.
 
     The variants are independent (each starts from the phase-1 flows, with its own seeded
-    shuffling), so on a CPU they train in parallel processes: the same numbers as one after
-    another (a test checks it), in about 1 / workers of the time.
+    shuffling), and so are a variant's levels (each replays the shuffles and the learning-rate
+    schedule of all levels, as in :func:`fit_phase1`). On a CPU every (variant, level) pair is
+    one job for parallel processes, the costliest first, so that three variants keep two cores
+    busy to the end: the same numbers as one after another (a test checks it).
     """
     cfg = cfg or prep.cfg
     variants = list(variants)
-    workers = _processes(cfg.device, len(variants), workers, "phase 2")
+    levels = prep.phase1_levels(cfg.cond_dim)
+    workers = _processes(cfg.device, len(variants) * len(levels), workers, "phase 2")
     if workers <= 1:
         return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
-    out = {}
-    for variant, state, history, boundaries in _forked(_fit_variant_worker, variants, (prep, phase1_flows, cfg),
+    cost = [lv.features.shape[1] * lv.features.shape[2] * lv.features.shape[3] for lv in levels]  # C·H·W per image
+    jobs = sorted(((v, j) for v in variants for j in range(len(levels))), key=lambda job: -cost[job[1]])
+    flows = {v: copy.deepcopy(phase1_flows) for v in variants}
+    history: dict[str, list[dict]] = {v: [{} for _ in range(cfg.epochs_phase2)] for v in variants}
+    fixed = {}
+    for variant, j, state, hist, boundaries in _forked(_fit_variant_worker, jobs, (prep, phase1_flows, cfg),
                                                        f"phase 2 ({workers} processes)", progress, workers):
-        flows = copy.deepcopy(phase1_flows)
-        flows.load_state_dict(state)
-        out[variant] = (flows.eval(), history, boundaries)
-    return {v: out[v] for v in variants}
+        flows[variant][j].load_state_dict(state)
+        for merged, epoch in zip(history[variant], hist):
+            merged.update(epoch)
+        fixed[variant] = boundaries
+    return {v: (flows[v].eval(), [dict(sorted(h.items())) for h in history[v]], fixed[v]) for v in variants}
 
 
 def run(cfg: BGADConfig | None = None, progress: bool = True, groups: dict[str, str] | None = None,

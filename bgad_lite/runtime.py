@@ -111,8 +111,8 @@ def flow_threads(device: str) -> int:
 
 
 def parallel_workers(device: str, n_jobs: int) -> int:
-    """How many processes train ``n_jobs`` independent flow variants: on a Linux CPU one per
-    variant (each single-threaded), capped by the cores; elsewhere 1 (a GPU runs them one
+    """How many processes train ``n_jobs`` independent flow jobs (levels, variants): on a Linux CPU
+    one per job (each single-threaded), capped by the cores; elsewhere 1 (a GPU runs them one
     after another; fork is only safe on Linux).
 
     Also 1 on a CPU run where torch sees a GPU: the first backward pass starts autograd's

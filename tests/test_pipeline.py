@@ -227,8 +227,9 @@ def test_cli_flags_map_onto_the_config():
 
 def test_parallel_variants_equal_sequential_ones(tiny_root, tmp_path):
     """Phase 2 depends on the seed alone, not on the number of processes: three variants trained
-    in one process one after another equal those of two processes, where one worker trains two
-    variants in a row (imap_unordered hands it whichever comes next)."""
+    in one process one after another equal those of two processes, which train the nine (variant,
+    level) jobs, each level replaying the shuffles and schedule of all (imap_unordered hands a
+    worker whichever job comes next)."""
     cfg = tiny_config(tiny_root, tmp_path)
     prep = pipeline.prepare(cfg, progress=False)
     phase1, _ = pipeline.fit_phase1(prep, progress=False)
