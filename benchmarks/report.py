@@ -56,6 +56,17 @@ def render_section(name: str, data: dict) -> str:
     return fn(data)
 
 
+def section_dates(out_dir: Path, order) -> list[tuple[str, str]]:
+    """(section, "YYYY-MM-DD HH:MM") of every stored section of ``order`` whose machine stamp has a date."""
+    out = []
+    for name in order:
+        data = read_json(out_dir / f"{name}.json") or {}
+        date = (data.get("machine") or {}).get("date") if isinstance(data.get("machine"), dict) else None
+        if date:
+            out.append((name, str(date)[:16].replace("T", " ")))
+    return out
+
+
 def write_results_md(out_dir: Path, md_path: Path, order) -> str:
     meta = read_json(out_dir / "run.json") or {}
     parts = ["# Benchmarks", "",
@@ -63,6 +74,10 @@ def write_results_md(out_dir: Path, md_path: Path, order) -> str:
              + "` — do not edit by hand. Every number below was measured by the run that wrote its section "
              "(each table says when and on what machine); numbers that miss a target are shown as they are, "
              "with the reason.", ""]
+    when = section_dates(out_dir, order)
+    if when:  # the header's command is the last run only; the other sections keep their own dates
+        parts += ["Each section as last measured (the command above wrote only its own): "
+                  + ", ".join(f"{n} {d}" for n, d in when) + ".", ""]
     if meta:
         parts += [f"Last run: {meta.get('mode')} mode, sections {', '.join(meta.get('sections', []))}, "
                   f"{meta.get('workers')} worker processes, total wall time **{meta.get('total_s', 0):.0f} s** "

@@ -291,6 +291,17 @@ def test_results_md_lists_the_targets_with_their_figures(tmp_path):
     assert "bgad ≥ unsupervised + 0.05" not in md  # the gaps are no longer targets
 
 
+def test_results_md_dates_every_section(tmp_path, monkeypatch):
+    """The header names the last command only; each stored section's own date is listed, in order."""
+    monkeypatch.setattr("benchmarks.report.render_section", lambda name, data: f"({name})")
+    write_json(tmp_path / "bsdata.json", {"runs": [], "machine": {"date": "2026-12-04T21:19:47"}})
+    write_json(tmp_path / "speed.json", {"machine": {"date": "2026-12-05T06:57:15"}})
+    write_json(tmp_path / "aupro.json", {"sizes": []})  # no machine stamp: not listed
+    md = write_results_md(tmp_path, tmp_path / "RESULTS.md", ["accuracy", "bsdata", "speed", "aupro"])
+    assert ("Each section as last measured (the command above wrote only its own): bsdata 2026-12-04 21:19, "
+            "speed 2026-12-05 06:57.\n") in md
+
+
 def test_job_keys_deduplicate_equal_jobs():
     a = {"kind": "variant", "dataset": "grass", "seed": 0, "overrides": {"beta": 0.05, "tau": 0.1},
          "variant": "bgad", "est_s": 1}
