@@ -60,8 +60,8 @@ def section_dates(out_dir: Path, order) -> list[tuple[str, str]]:
     """(section, "YYYY-MM-DD HH:MM") of every stored section of ``order`` whose machine stamp has a date."""
     out = []
     for name in order:
-        data = read_json(out_dir / f"{name}.json") or {}
-        date = (data.get("machine") or {}).get("date") if isinstance(data.get("machine"), dict) else None
+        machine = (read_json(out_dir / f"{name}.json") or {}).get("machine")
+        date = machine.get("date") if isinstance(machine, dict) else None
         if date:
             out.append((name, str(date)[:16].replace("T", " ")))
     return out

@@ -74,8 +74,7 @@ def fit_phase1(prep: Prepared, cfg: BGADConfig | None = None, progress: bool = T
                                        f"phase 1 ({len(groups)} processes)", progress):
         for j in group:
             flows[j].load_state_dict(states[j])
-        for merged, epoch in zip(history, hist):
-            merged.update(epoch)
+        _merge_histories(history, hist)
     return flows.eval(), [dict(sorted(h.items())) for h in history]
 
 
@@ -83,11 +82,22 @@ def _level_groups(levels, workers: int) -> list[list[int]]:
     """The levels split into at most ``workers`` groups of about equal work, largest first. The work of a level is about its fibers · C per image: measured on
     the default run, level 0 (32 × 32 fibers, C = 24) took 2.6 s for 4 epochs, level 1 (16 × 16,
     C = 40) 0.8 s and level 2 (8 × 8, C = 112) 0.5 s, so the small steps' overhead, not C², dominates."""
-    cost = {j: lv.features.shape[2] * lv.features.shape[3] * lv.features.shape[1] for j, lv in enumerate(levels)}
+    cost = {j: _level_cost(lv) for j, lv in enumerate(levels)}
     groups: list[list[int]] = [[] for _ in range(max(1, min(workers, len(levels))))]
     for j in sorted(cost, key=cost.get, reverse=True):
         min(groups, key=lambda g: sum(cost[i] for i in g)).append(j)
     return [sorted(g) for g in groups if g]
+
+
+def _level_cost(level) -> int:
+    """A level's training work per image, about its fibers · C (:func:`_level_groups` says why)."""
+    return level.features.shape[1] * level.features.shape[2] * level.features.shape[3]
+
+
+def _merge_histories(history: list[dict], part: list[dict]) -> None:
+    """Add one process's per-epoch loss terms (``"<term>/<level>"``) to ``history``, in place."""
+    for merged, epoch in zip(history, part):
+        merged.update(epoch)
 
 
 def _phase1_worker(group: list[int]):
@@ -232,16 +242,14 @@ def fit_variants(prep: Prepared, phase1_flows: nn.ModuleList, variants, cfg: BGA
     workers = _processes(cfg.device, len(variants) * len(levels), workers, "phase 2")
     if workers <= 1:
         return {v: fit_variant(prep, phase1_flows, v, cfg, progress) for v in variants}
-    cost = [lv.features.shape[1] * lv.features.shape[2] * lv.features.shape[3] for lv in levels]  # C·H·W per image
-    jobs = sorted(((v, j) for v in variants for j in range(len(levels))), key=lambda job: -cost[job[1]])
+    jobs = sorted(((v, j) for v in variants for j in range(len(levels))), key=lambda job: -_level_cost(levels[job[1]]))
     flows = {v: copy.deepcopy(phase1_flows) for v in variants}
     history: dict[str, list[dict]] = {v: [{} for _ in range(cfg.epochs_phase2)] for v in variants}
     fixed = {}
     for variant, j, state, hist, boundaries in _forked(_fit_variant_worker, jobs, (prep, phase1_flows, cfg),
                                                        f"phase 2 ({workers} processes)", progress, workers):
         flows[variant][j].load_state_dict(state)
-        for merged, epoch in zip(history[variant], hist):
-            merged.update(epoch)
+        _merge_histories(history[variant], hist)
         fixed[variant] = boundaries
     return {v: (flows[v].eval(), [dict(sorted(h.items())) for h in history[v]], fixed[v]) for v in variants}
 
